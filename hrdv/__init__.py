@@ -1,0 +1,1 @@
+"""HRDV: real-time data warehouse for CRM customer interactions."""

@@ -1,0 +1,196 @@
+"""`hrdv`: start, stop and inspect the local stack; generate CRM load.
+
+    hrdv up          everything: PostgreSQL, Kafka, Connect + Debezium, ClickHouse (chDB),
+                     the ingestor, the CRM generator and Dagster (UI + daemon with the sensor)
+    hrdv status      health of each component, its memory, and the ingestion lag
+    hrdv down        stop everything `up` started (data stays in $HRDV_HOME)
+    hrdv generate    write CRM changes at a rate
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import psutil
+import psycopg
+
+from hrdv import generator
+from hrdv.settings import REPO_ROOT, Settings, load
+from hrdv.sql import sql_text
+
+PYTHON = sys.executable
+# Started by `up`, stopped by `down` in reverse order.
+SERVICES = ["ingestor", "generator", "dagster-daemon", "dagster-webserver"]
+
+
+def _step(message: str) -> float:
+    click.echo(f"==> {message}", err=False)
+    return time.monotonic()
+
+
+def _bin(name: str) -> str:
+    return str(Path(PYTHON).parent / name)
+
+
+def init_stores(settings: Settings, customers: int) -> None:
+    """Schemas of the operational store and ClickHouse, and the CRM's reference data."""
+    from hrdv.clickhouse import apply_schema
+
+    with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
+        conn.execute(sql_text("postgres/hrdv_schema.sql"))
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        generator.seed_reference_data(conn, customers=customers)
+    apply_schema(settings.clickhouse_dsn, kafka=None)
+
+
+def start_infrastructure(settings: Settings, customers: int) -> None:
+    from hrdv.stack import connect, kafka, postgres
+
+    postgres.ensure_installed()
+    postgres.start(settings)
+    kafka.ensure_jars(settings)
+    kafka.start_broker(settings)
+    kafka.start_connect(settings)
+    init_stores(settings, customers)
+    connect.register_connector(settings)
+
+
+def start_dagster(settings: Settings) -> None:
+    from hrdv.stack import process
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    link = settings.dagster_home / "dagster.yaml"
+    if not link.exists():
+        link.symlink_to(REPO_ROOT / "dagster.yaml")
+    env = settings.child_env()
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    process.spawn("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", workspace],
+                  settings, env=env, cwd=REPO_ROOT)
+    process.spawn(
+        "dagster-webserver",
+        [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(settings.dagster_port), "-w", workspace],
+        settings, env=env, cwd=REPO_ROOT,
+    )
+    process.wait_for_port(settings.dagster_port, 120, "dagster-webserver")
+
+
+def _spawn_python(settings: Settings, name: str, args: list[str]) -> None:
+    from hrdv.stack import process
+
+    if process.is_running(name, settings):
+        click.echo(f"{name}: already running")
+        return
+    process.spawn(name, [PYTHON, "-u", "-m", *args], settings, env=settings.child_env(), cwd=REPO_ROOT)
+
+
+@click.group()
+def main() -> None:
+    """HRDV local stack and tools (settings from HRDV_* environment variables)."""
+
+
+@main.command()
+@click.option("--rate", default=20.0, show_default=True, help="CRM changes per second; 0: no generator")
+@click.option("--customers", default=2000, show_default=True, help="customers in the CRM")
+@click.option("--dagster/--no-dagster", default=True, show_default=True, help="start the Dagster UI and daemon")
+def up(rate: float, customers: int, dagster: bool) -> None:
+    """Start the whole stack with data flowing and the Dagster UI on."""
+    settings = load()
+    started = _step(f"starting the stack in {settings.home}")
+    start_infrastructure(settings, customers)
+    _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+    if rate > 0:
+        _spawn_python(settings, "generator", ["hrdv.cli", "generate", "--rate", str(rate)])
+    if dagster:
+        start_dagster(settings)
+    click.echo(
+        f"\nHRDV is up in {time.monotonic() - started:.0f} s.\n"
+        f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor interactions_kafka_lag_sensor)\n"
+        f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster; user {settings.pg_user}, password in {settings.home / 'secrets.env'}\n"
+        f"  Kafka        {settings.kafka_bootstrap}   Connect {settings.connect_url}\n"
+        f"  ClickHouse   {settings.clickhouse_dsn}\n"
+        f"  Logs         {settings.logs}\n"
+        f"Windows are {settings.window_minutes} minutes: the first run starts when the current one closes.\n"
+        f"`./hrdv status` shows health and lag, `./hrdv down` stops everything."
+    )
+
+
+@main.command()
+def down() -> None:
+    """Stop everything `up` started; the data stays."""
+    from hrdv.stack import kafka, postgres, process
+
+    settings = load()
+    for name in reversed(SERVICES):
+        if process.stop(name, settings):
+            click.echo(f"{name}: stopped")
+    kafka.stop_connect(settings)
+    kafka.stop_broker(settings)
+    postgres.stop(settings)
+    click.echo("stack stopped")
+
+
+def _memory_mib(pid: int | None) -> str:
+    if not pid:
+        return "-"
+    try:
+        proc = psutil.Process(pid)
+        rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+        return f"{rss / 2**20:.0f} MiB"
+    except psutil.Error:
+        return "-"
+
+
+@main.command()
+def status() -> None:
+    """Health, memory and lag of every component."""
+    from hrdv.stack import connect, kafka, postgres, process
+    from resources.kafka import KafkaResource
+
+    settings = load()
+    for name, health in (("postgres", postgres.health), ("kafka", kafka.health), ("connector", connect.connector_health)):
+        try:
+            click.echo(f"{name:18} {health(settings)}")
+        except Exception as error:  # noqa: BLE001 - status must report, not crash
+            click.echo(f"{name:18} DOWN ({error})")
+    for name in SERVICES:
+        pid = process.pid_of(name, settings)
+        click.echo(f"{name:18} {'running pid ' + str(pid) if pid else 'not running'}  {_memory_mib(pid)}")
+    resource = KafkaResource(
+        bootstrap_servers=settings.kafka_bootstrap,
+        consumer_group=settings.consumer_group,
+        heartbeat_topic=settings.topic("debezium_heartbeat"),
+    )
+    try:
+        for lag in resource.lag([settings.topic("interactions")]):
+            click.echo(f"lag {lag.name}: {lag.lag} (end {lag.end_offset}, committed {lag.committed})")
+        click.echo(f"latest heartbeat commit: {resource.latest_heartbeat()}")
+    except Exception as error:  # noqa: BLE001
+        click.echo(f"lag: unavailable ({error})")
+
+
+@main.command()
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="changes per second")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="seconds; default: until stopped")
+@click.option("--max-changes", type=click.IntRange(min=1), default=None, help="stop after this many changes")
+@click.option("--customers", type=click.IntRange(min=1), default=None,
+              help="first make sure the CRM has this many customers")
+@click.option("--seed", default=1, show_default=True, help="same seed, same sequence of changes")
+def generate(rate: float, duration: float | None, max_changes: int | None, customers: int | None, seed: int) -> None:
+    """Write CRM interactions, their lifecycle updates and a few deletes at RATE changes/s."""
+    settings = load()
+    if customers:
+        with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+            generator.seed_reference_data(conn, customers=customers, seed=seed)
+    click.echo(f"generator: {rate} changes/s into {settings.crm_dsn.rsplit('@', 1)[-1]}")
+    try:
+        stats = generator.run(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
+    except KeyboardInterrupt:
+        return
+    click.echo(f"generator: done, {stats.changes} changes in {stats.transactions} transactions")
+
+
+if __name__ == "__main__":
+    main()

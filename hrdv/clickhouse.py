@@ -1,0 +1,192 @@
+"""The one place that opens ClickHouse, and the schema HRDV keeps there.
+
+Two kinds of DSN:
+- ``chdb:///abs/path``: embedded chDB in this process. chDB lets only one process at a time open a
+  data path, so every session first takes an inter-process file lock beside the data path and
+  closes the engine on exit; sessions are meant to be short (open + work + close is ~30 ms).
+- ``http(s)://...`` (anything clickhouse-connect accepts): a ClickHouse server; no lock.
+
+The DDL lives in sql/clickhouse/*.sql, one statement per file, applied in SCHEMA order.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from string import Template
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from filelock import FileLock, Timeout
+
+from hrdv.sql import sql_text
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 300.0
+
+# Order matters: database, the UDF the views call, the queue, the target tables, then the views.
+# The "{queue}" slot is filled with the embedded or the Kafka-engine queue.
+SCHEMA: tuple[str, ...] = (
+    "database.sql",
+    "dbz_envelope_error.sql",
+    "interactions_queue.{queue}.sql",
+    "interactions_buffer.sql",
+    "dead_letters.sql",
+    "interactions_buffer_mv.sql",
+    "interactions_dead_letters_mv.sql",
+)
+
+# Kafka-engine template parameters, as apply_schema's `kafka` argument names them.
+KAFKA_KEYS = ("broker_list", "topic", "group")
+
+_MEMORY_LOCATIONS = ("", "memory", ":memory:")
+
+
+# --- DSNs ----------------------------------------------------------------------------------------
+def is_embedded(dsn: str) -> bool:
+    """True for chDB DSNs (in-process engine), False for ClickHouse servers."""
+    return dsn.startswith("chdb:")
+
+
+def chdb_path(dsn: str) -> Path | None:
+    """The data path of a chdb:// DSN, or None for an in-memory engine."""
+    if not is_embedded(dsn):
+        raise ValueError(f"not a chdb:// DSN: {dsn!r}")
+    parsed = urlparse(dsn)
+    # clickhouse-connect reads chdb://memory/db as netloc=location, chdb:///abs/path as path.
+    location = parsed.netloc.rpartition("@")[2] if parsed.netloc else parsed.path
+    if location in _MEMORY_LOCATIONS:
+        return None
+    return Path(location).resolve()
+
+
+def lock_path(data_path: Path) -> Path:
+    """The lock file beside a chDB data path: <path>.lock (not inside, so wiping data keeps it)."""
+    return data_path.with_name(data_path.name + ".lock")
+
+
+# --- sessions ------------------------------------------------------------------------------------
+_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> FileLock:
+    # One shared, reentrant lock object per path in this process: chDB lets every thread of one
+    # process use the same engine, so only other processes must wait; nested sessions (a helper
+    # called inside a session) must not deadlock on their own process.
+    with _locks_guard:
+        return FileLock(path, thread_local=False, is_singleton=True)
+
+
+@contextmanager
+def _chdb_lock(data_path: Path, timeout: float) -> Iterator[None]:
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _process_lock(lock_path(data_path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise TimeoutError(
+            f"chDB data path {data_path} stayed locked by another process for {timeout:.0f} s "
+            f"(lock file {lock.lock_file}); chDB allows one process per data path, keep sessions short"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def session(dsn: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Iterator[Client]:
+    """A clickhouse-connect client for `dsn`, closed on exit (chDB: held under the path's lock)."""
+    if not is_embedded(dsn):
+        client = clickhouse_connect.get_client(dsn=dsn)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    data_path = chdb_path(dsn)
+    if data_path is None:
+        client = clickhouse_connect.get_client(dsn=dsn)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with _chdb_lock(data_path, lock_timeout):
+        client = clickhouse_connect.get_client(dsn=f"chdb://{data_path}")
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+# --- SQL files -----------------------------------------------------------------------------------
+def _quote_literal(value: object) -> str:
+    # Template values are placed inside '...' in the SQL files: escape like a ClickHouse literal.
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def render_sql(name: str, parameters: Mapping[str, object] | None = None) -> str:
+    """The statement in sql/clickhouse/<name>, with ${...} replaced by escaped `parameters`.
+
+    Raises KeyError naming the missing parameter if the file needs one that was not given.
+    """
+    text = sql_text(f"clickhouse/{name}")
+    if parameters is not None or "${" in text:
+        escaped = {key: _quote_literal(value) for key, value in (parameters or {}).items()}
+        try:
+            text = Template(text).substitute(escaped)
+        except KeyError as missing:
+            raise KeyError(f"sql/clickhouse/{name} needs parameter {missing}") from None
+    return text.strip().rstrip(";").strip()
+
+
+def run_sql_file(client: Client, name: str, parameters: Mapping[str, object] | None = None) -> None:
+    """Run the one statement of sql/clickhouse/<name> on an open client."""
+    client.command(render_sql(name, parameters))
+
+
+def kafka_parameters(kafka: Mapping[str, str]) -> dict[str, str]:
+    """Map apply_schema's kafka dict (broker_list, topic, group) to the template's names."""
+    missing = [key for key in KAFKA_KEYS if not kafka.get(key)]
+    if missing:
+        raise ValueError(f"kafka settings lack {', '.join(missing)} (need {', '.join(KAFKA_KEYS)})")
+    return {f"kafka_{key}": kafka[key] for key in KAFKA_KEYS}
+
+
+def schema_files(kafka: Mapping[str, str] | None) -> list[str]:
+    """The DDL files in application order, with the queue flavour chosen by `kafka`."""
+    queue = "kafka" if kafka else "embedded"
+    return [name.format(queue=queue) for name in SCHEMA]
+
+
+def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None) -> list[str]:
+    """Create HRDV's ClickHouse objects if missing (idempotent); returns the files applied.
+
+    `kafka` = {"broker_list", "topic", "group"} makes interactions_queue a Kafka-engine table
+    (servers only); without it the queue is the Null-engine table that hrdv.ingest fills.
+    An existing queue is never converted: drop hrdv.interactions_queue to switch flavours.
+    """
+    if kafka and is_embedded(dsn):
+        raise ValueError("chDB cannot run Kafka-engine tables; use the embedded queue (kafka=None)")
+    parameters = kafka_parameters(kafka) if kafka else None
+    files = schema_files(kafka)
+    with session(dsn) as client:
+        for name in files:
+            run_sql_file(client, name, parameters)
+    log.info("ClickHouse schema applied to %s (%s queue)", dsn, "Kafka" if kafka else "embedded")
+    return files
+
+
+def table_engine(client: Client, qualified_name: str) -> str | None:
+    """Engine of database.table, or None if it does not exist."""
+    database, _, table = qualified_name.partition(".")
+    rows = client.query(
+        "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    return rows[0][0] if rows else None

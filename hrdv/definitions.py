@@ -1,0 +1,46 @@
+"""The Dagster code location: assets, checks, the window job and its Kafka-lag sensor."""
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
+
+from hrdv.settings import load
+from hrdv_assets.interactions import INTERACTIONS, interaction_assets
+from partitions import reporting_windows
+from resources.clickhouse import ClickHouseResource
+from resources.kafka import KafkaResource
+from resources.postgres import PostgresResource
+from sensors.kafka_lag import build_window_sensor
+
+_settings = load()
+
+# Runs that open chDB take turns (one process per data path); dagster.yaml limits this tag to 1.
+CLICKHOUSE_TAGS = {"hrdv/clickhouse": "chdb"} if _settings.clickhouse_dsn.startswith("chdb") else {}
+
+interactions_windows = define_asset_job(
+    name="interactions_windows",
+    description="Staging and KPI mart of customer interactions for one reporting window.",
+    selection=AssetSelection.groups("interactions"),
+    partitions_def=reporting_windows,
+    # One process: a window's run is seconds of work, the multiprocess executor adds ~1.4 s a step.
+    executor_def=in_process_executor,
+    tags=CLICKHOUSE_TAGS,
+)
+
+defs = Definitions(
+    assets=interaction_assets,
+    jobs=[interactions_windows],
+    sensors=[
+        build_window_sensor(
+            interactions_windows, [INTERACTIONS.topic], name="interactions_kafka_lag_sensor"
+        )
+    ],
+    resources={
+        "clickhouse": ClickHouseResource(dsn=EnvVar("HRDV_CLICKHOUSE_DSN")),
+        "hrdv_db": PostgresResource(dsn=EnvVar("HRDV_DSN")),
+        "kafka": KafkaResource(
+            bootstrap_servers=EnvVar("HRDV_KAFKA_BOOTSTRAP"),
+            consumer_group=EnvVar("HRDV_CONSUMER_GROUP"),
+            heartbeat_topic=_settings.topic("debezium_heartbeat"),
+        ),
+    },
+)

@@ -1,0 +1,198 @@
+"""CRM load generator for the walking skeleton: interactions through their lifecycle.
+
+It writes what a CRM writes: new interactions, assignment, first response, closing (with or
+without first-contact resolution) and a few hard deletes, in short transactions at a given rate
+of changes per second. Business timestamps come from clock_timestamp() inside each statement, so
+they are the CRM's own clock. The same seed gives the same sequence of decisions.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+REGIONS = [
+    ("RU-MOW", "Москва", 3),
+    ("RU-SPE", "Санкт-Петербург", 3),
+    ("RU-KDA", "Краснодарский край", 3),
+    ("RU-SVE", "Свердловская область", 5),
+    ("RU-NVS", "Новосибирская область", 7),
+    ("RU-PRI", "Приморский край", 10),
+    ("RU-KGD", "Калининградская область", 2),
+    ("RU-KAM", "Камчатский край", 12),
+]
+CHANNELS = [("call", "Звонок"), ("chat", "Чат"), ("web", "Веб-заявка")]
+CHANNEL_WEIGHTS = [0.55, 0.3, 0.15]
+TOPICS = [
+    ("internet", "Интернет"),
+    ("tv", "Телевидение"),
+    ("mobile", "Мобильная связь"),
+    ("billing", "Счета и оплата"),
+    ("equipment", "Оборудование"),
+]
+SUBJECTS = ["Нет интернета", "Вопрос по счёту", "Не работает ТВ", "Смена тарифа", "Роутер", None]
+
+
+@dataclass
+class GeneratorStats:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    transactions: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass
+class _State:
+    next_id: int
+    customers: int
+    open_ids: dict[int, str] = field(default_factory=dict)  # id -> status
+
+
+def seed_reference_data(conn: psycopg.Connection, customers: int, seed: int = 1) -> None:
+    """Reference rows and `customers` customers (ids 1..N); idempotent."""
+    rng = random.Random(seed)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO regions (code, name, utc_offset) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            REGIONS,
+        )
+        cur.executemany(
+            "INSERT INTO channels (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", CHANNELS
+        )
+        cur.executemany(
+            "INSERT INTO topics (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", TOPICS
+        )
+        cur.executemany(
+            "INSERT INTO queues (code, name, channel_code) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(f"q_{code}", f"Очередь: {name}", code) for code, name in CHANNELS],
+        )
+        have = cur.execute("SELECT coalesce(max(id), 0) FROM customers").fetchone()[0]
+        with cur.copy("COPY customers (id, full_name, region_code, registered_at) FROM STDIN") as copy:
+            for cid in range(have + 1, customers + 1):
+                region = rng.choice(REGIONS)[0]
+                copy.write_row((cid, f"Клиент {cid}", region, "2020-01-01T00:00:00Z"))
+
+
+def _load_state(conn: psycopg.Connection) -> _State:
+    with conn.cursor() as cur:
+        next_id = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM interactions").fetchone()[0]
+        customers = cur.execute("SELECT count(*) FROM customers").fetchone()[0]
+        if customers == 0:
+            raise SystemExit("the CRM has no customers: run `hrdv generate --customers N` first")
+        rows = cur.execute("SELECT id, status FROM interactions WHERE status <> 'closed'").fetchall()
+    return _State(next_id=next_id, customers=customers, open_ids=dict(rows))
+
+
+def _insert(cur: psycopg.Cursor, rng: random.Random, state: _State) -> None:
+    channel = rng.choices(CHANNELS, CHANNEL_WEIGHTS)[0][0]
+    customer = rng.randint(1, state.customers)
+    cur.execute(
+        """
+        INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code,
+                                  queue_code, status, subject, created_at, updated_at)
+        SELECT %s, c.id, %s, c.region_code, %s, %s, 'new', %s, clock_timestamp(), clock_timestamp()
+        FROM customers c WHERE c.id = %s
+        """,
+        (state.next_id, channel, rng.choice(TOPICS)[0], f"q_{channel}", rng.choice(SUBJECTS), customer),
+    )
+    state.open_ids[state.next_id] = "new"
+    state.next_id += 1
+
+
+def _advance(cur: psycopg.Cursor, rng: random.Random, state: _State, interaction_id: int) -> None:
+    status = state.open_ids[interaction_id]
+    if status == "new":
+        cur.execute(
+            """UPDATE interactions SET status = 'assigned', operator_id = %s,
+                      updated_at = clock_timestamp() WHERE id = %s""",
+            (rng.randint(1, 500), interaction_id),
+        )
+        state.open_ids[interaction_id] = "assigned"
+    elif status == "assigned":
+        cur.execute(
+            """UPDATE interactions SET status = 'in_progress', first_response_at = clock_timestamp(),
+                      updated_at = clock_timestamp() WHERE id = %s""",
+            (interaction_id,),
+        )
+        state.open_ids[interaction_id] = "in_progress"
+    else:
+        cur.execute(
+            """UPDATE interactions SET status = 'closed', closed_at = clock_timestamp(),
+                      resolved_on_first_contact = %s, updated_at = clock_timestamp()
+               WHERE id = %s""",
+            (rng.random() < 0.7, interaction_id),
+        )
+        del state.open_ids[interaction_id]
+
+
+def _delete(cur: psycopg.Cursor, state: _State, interaction_id: int) -> None:
+    cur.execute("DELETE FROM interactions WHERE id = %s", (interaction_id,))
+    state.open_ids.pop(interaction_id, None)
+
+
+def _one_change(cur: psycopg.Cursor, rng: random.Random, state: _State, stats: GeneratorStats,
+                delete_share: float) -> None:
+    roll = rng.random()
+    if not state.open_ids or roll < 0.35:
+        _insert(cur, rng, state)
+        stats.inserted += 1
+    elif roll < 0.35 + delete_share:
+        _delete(cur, state, rng.choice(list(state.open_ids)))
+        stats.deleted += 1
+    else:
+        _advance(cur, rng, state, rng.choice(list(state.open_ids)))
+        stats.updated += 1
+
+
+def run(
+    dsn: str,
+    rate: float,
+    duration: float | None = None,
+    max_changes: int | None = None,
+    seed: int = 1,
+    changes_per_transaction: int = 5,
+    delete_share: float = 0.02,
+    progress_every: float = 10.0,
+) -> GeneratorStats:
+    """Write about `rate` changes per second until `duration` seconds or `max_changes` pass."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive (changes per second), got {rate}")
+    rng = random.Random(seed)
+    stats = GeneratorStats()
+    started = time.monotonic()
+    last_report = started
+    # Autocommit, so that each conn.transaction() below is one real CRM transaction.
+    with psycopg.connect(dsn, application_name="hrdv-generator", autocommit=True) as conn:
+        state = _load_state(conn)
+        while True:
+            elapsed = time.monotonic() - started
+            if duration is not None and elapsed >= duration:
+                break
+            if max_changes is not None and stats.changes >= max_changes:
+                break
+            due = int(elapsed * rate) + 1 - stats.changes
+            if due <= 0:
+                time.sleep(min(0.05, 1 / rate))
+                continue
+            batch = min(due, changes_per_transaction)
+            if max_changes is not None:
+                batch = min(batch, max_changes - stats.changes)
+            with conn.transaction(), conn.cursor() as cur:
+                for _ in range(batch):
+                    _one_change(cur, rng, state, stats, delete_share)
+            stats.transactions += 1
+            if time.monotonic() - last_report >= progress_every:
+                last_report = time.monotonic()
+                print(
+                    f"generator: {stats.changes} changes ({stats.inserted} new, {stats.updated} "
+                    f"updates, {stats.deleted} deletes) in {elapsed:.0f} s, "
+                    f"{len(state.open_ids)} open",
+                    flush=True,
+                )
+    return stats

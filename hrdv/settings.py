@@ -1,0 +1,168 @@
+"""One place that turns environment variables into the stack's settings.
+
+Every port, path and credential has a working default, so a plain checkout runs; a second stack
+runs beside the first with another HRDV_HOME and HRDV_PORT_BASE. The local PostgreSQL password is
+generated on first start and kept in $HRDV_HOME/secrets.env, never in the repository.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    pg_port: int
+    kafka_port: int
+    kafka_controller_port: int
+    connect_port: int
+    dagster_port: int
+    pg_user: str
+    pg_password: str
+    clickhouse_dsn: str
+    topic_prefix: str
+    consumer_group: str
+    connector_name: str
+    window_minutes: int
+    partitions_start: str
+
+    # --- derived locations -------------------------------------------------------------
+    @property
+    def pg_data(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def jars(self) -> Path:
+        return REPO_ROOT / ".hrdv-jars"
+
+    def pg_dsn(self, database: str) -> str:
+        return (
+            f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{database}"
+        )
+
+    @property
+    def crm_dsn(self) -> str:
+        return self.pg_dsn("crm")
+
+    @property
+    def hrdv_dsn(self) -> str:
+        return self.pg_dsn("hrdv")
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def slot_name(self) -> str:
+        return f"{self.connector_name.replace('-', '_')}_slot"
+
+    def topic(self, table: str) -> str:
+        """Debezium's topic for a CRM table: <prefix>.<schema>.<table>."""
+        return f"{self.topic_prefix}.public.{table}"
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for the processes the stack starts (Dagster, ingestor, generator)."""
+        env = dict(os.environ)
+        env.update(
+            HRDV_HOME=str(self.home),
+            HRDV_PG_HOST="127.0.0.1",
+            HRDV_PG_PORT=str(self.pg_port),
+            HRDV_KAFKA_PORT=str(self.kafka_port),
+            HRDV_KAFKA_CONTROLLER_PORT=str(self.kafka_controller_port),
+            HRDV_CONNECT_PORT=str(self.connect_port),
+            HRDV_DAGSTER_PORT=str(self.dagster_port),
+            HRDV_PG_USER=self.pg_user,
+            HRDV_PG_PASSWORD=self.pg_password,
+            HRDV_CLICKHOUSE_DSN=self.clickhouse_dsn,
+            HRDV_TOPIC_PREFIX=self.topic_prefix,
+            HRDV_CONSUMER_GROUP=self.consumer_group,
+            HRDV_CONNECTOR_NAME=self.connector_name,
+            HRDV_WINDOW_MINUTES=str(self.window_minutes),
+            HRDV_PARTITIONS_START=self.partitions_start,
+            HRDV_CRM_DSN=self.crm_dsn,
+            HRDV_DSN=self.hrdv_dsn,
+            HRDV_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
+            HRDV_CONNECT_URL=self.connect_url,
+            DAGSTER_HOME=str(self.dagster_home),
+        )
+        return env
+
+
+def _password(home: Path) -> str:
+    explicit = os.environ.get("HRDV_PG_PASSWORD", "").strip()
+    if explicit:
+        return explicit
+    secrets_file = home / "secrets.env"
+    stored = _read_env_file(secrets_file).get("HRDV_PG_PASSWORD")
+    if stored:
+        return stored
+    home.mkdir(parents=True, exist_ok=True)
+    generated = secrets.token_urlsafe(18)
+    secrets_file.write_text(f"HRDV_PG_PASSWORD={generated}\n")
+    secrets_file.chmod(0o600)
+    return generated
+
+
+def load() -> Settings:
+    home = Path(_env("HRDV_HOME", str(REPO_ROOT / ".hrdv"))).resolve()
+    base = _int_env("HRDV_PORT_BASE", 55400)
+    window = _int_env("HRDV_WINDOW_MINUTES", 15)
+    if window <= 0 or 60 % window:
+        raise SystemExit(f"HRDV_WINDOW_MINUTES must divide 60 (1, 5, 15, 30, 60 ...), got {window}")
+    return Settings(
+        home=home,
+        pg_port=_int_env("HRDV_PG_PORT", base + 32),
+        kafka_port=_int_env("HRDV_KAFKA_PORT", base + 92),
+        kafka_controller_port=_int_env("HRDV_KAFKA_CONTROLLER_PORT", base + 93),
+        connect_port=_int_env("HRDV_CONNECT_PORT", base + 83),
+        dagster_port=_int_env("HRDV_DAGSTER_PORT", base + 30),
+        pg_user=_env("HRDV_PG_USER", "hrdv"),
+        pg_password=_password(home),
+        clickhouse_dsn=_env("HRDV_CLICKHOUSE_DSN", f"chdb://{home / 'clickhouse'}"),
+        topic_prefix=_env("HRDV_TOPIC_PREFIX", "crm"),
+        consumer_group=_env("HRDV_CONSUMER_GROUP", "hrdv-clickhouse"),
+        connector_name=_env("HRDV_CONNECTOR_NAME", "hrdv-crm"),
+        window_minutes=window,
+        partitions_start=_env("HRDV_PARTITIONS_START", "2026-11-01-00:00"),
+    )

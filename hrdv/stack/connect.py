@@ -1,0 +1,167 @@
+"""The Debezium PostgreSQL connector on Kafka Connect: registration, status, source offsets.
+
+The config is stack/debezium-crm.json with ${placeholders} filled from the settings. The
+password never enters the file or Connect's config topic: it is written to a 0600 file in
+$HRDV_HOME/conf and referenced through the worker's FileConfigProvider, so the REST API (which
+echoes connector configs) shows only `${file:...}`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import psycopg
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from hrdv.settings import REPO_ROOT, Settings
+from hrdv.stack import process
+from hrdv.stack.process import StackError
+
+CONFIG_TEMPLATE = REPO_ROOT / "stack" / "debezium-crm.json"
+PASSWORD_KEY = "database.password"
+
+
+def publication_name(settings: Settings) -> str:
+    return f"{settings.connector_name.replace('-', '_')}_pub"
+
+
+def _secrets_file(settings: Settings) -> Path:
+    return settings.home / "conf" / "connect-secrets.properties"
+
+
+def _write_secret(settings: Settings) -> Path:
+    path = _secrets_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    escaped = settings.pg_password.replace("\\", "\\\\")  # java.util.Properties escaping
+    path.write_text(f"{PASSWORD_KEY}={escaped}\n")
+    return path
+
+
+def connector_config(settings: Settings) -> dict[str, str]:
+    """The connector config as registered (password as a FileConfigProvider reference)."""
+    values = {
+        "pg_port": str(settings.pg_port),
+        "pg_user": settings.pg_user,
+        "topic_prefix": settings.topic_prefix,
+        "slot_name": settings.slot_name,
+        "publication_name": publication_name(settings),
+    }
+    raw = json.loads(CONFIG_TEMPLATE.read_text())
+    config = {key: Template(str(value)).substitute(values) for key, value in raw.items()}
+    config[PASSWORD_KEY] = f"${{file:{_secrets_file(settings)}:{PASSWORD_KEY}}}"
+    return config
+
+
+def _url(settings: Settings, suffix: str = "") -> str:
+    return f"{settings.connect_url}/connectors/{settings.connector_name}{suffix}"
+
+
+def register_connector(settings: Settings, timeout: float = 120) -> None:
+    """Create or update the connector (PUT is idempotent), then wait until it really streams."""
+    began = time.monotonic()
+    _write_secret(settings)
+    since = _db_now(settings)
+    response = requests.put(_url(settings, "/config"), json=connector_config(settings), timeout=30)
+    if response.status_code not in (200, 201):
+        raise StackError(f"connect: PUT {_url(settings, '/config')} answered "
+                         f"{response.status_code}: {response.text[:2000]}")
+    verb = "registered" if response.status_code == 201 else "updated"
+    wait_streaming(settings, since, timeout)
+    print(f"connect: connector {settings.connector_name} {verb}, streaming after "
+          f"{time.monotonic() - began:.1f} s", flush=True)
+
+
+class _NotYet(Exception):
+    pass
+
+
+def wait_streaming(settings: Settings, since: Any, timeout: float = 120) -> None:
+    """Wait for proof of streaming, not just a RUNNING status.
+
+    Right after a worker restart /status can still show the previous RUNNING record. What cannot
+    be stale is the heartbeat: Debezium runs heartbeat.action.query only from its streaming loop,
+    so debezium_heartbeat.ts newer than `since` (a database timestamp taken before we acted)
+    together with an active replication slot means changes are flowing.
+    """
+    log = process.log_path("connect", settings)
+
+    @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.25),
+           retry=retry_if_exception_type(_NotYet), reraise=True)
+    def check() -> None:
+        _raise_if_failed(connector_health(settings), log)
+        if not _heartbeat_after(settings, since):
+            raise _NotYet
+
+    try:
+        check()
+    except _NotYet:
+        raise StackError(
+            f"connect: connector {settings.connector_name} not streaming after {timeout:.0f} s "
+            f"(status: {connector_health(settings)}); see {log}\n{process.log_tail(log)}"
+        ) from None
+
+
+def _raise_if_failed(status: dict[str, Any], log: Path) -> None:
+    states = [status.get("connector", {}).get("state")]
+    states += [task.get("state") for task in status.get("tasks", [])]
+    if "FAILED" in states:
+        traces = [t.get("trace", "") for t in [status.get("connector", {}), *status["tasks"]]]
+        trace = next((t for t in traces if t), "")
+        raise StackError(f"connect: connector {status.get('name')} FAILED; see {log}\n"
+                         f"{trace[:3000]}")
+    if states[0] != "RUNNING" or len(states) < 2 or set(states[1:]) != {"RUNNING"}:
+        raise _NotYet
+
+
+def _db_now(settings: Settings) -> Any:
+    with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
+        return conn.execute("SELECT now()").fetchone()[0]
+
+
+def _heartbeat_after(settings: Settings, since: Any) -> bool:
+    query = """
+        SELECT EXISTS (SELECT 1 FROM public.debezium_heartbeat WHERE id = 1 AND ts > %s)
+           AND EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active)
+    """
+    with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
+        return bool(conn.execute(query, [since, settings.slot_name]).fetchone()[0])
+
+
+def connector_health(settings: Settings) -> dict[str, Any]:
+    """GET /connectors/NAME/status, or {"name", "error"} when it cannot be read. Never raises."""
+    try:
+        response = requests.get(_url(settings, "/status"), timeout=5)
+        if response.status_code == 404:
+            return {"name": settings.connector_name, "error": "not registered"}
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError) as exc:
+        return {"name": settings.connector_name, "error": str(exc)}
+
+
+def source_offsets(settings: Settings) -> dict[str, Any]:
+    """The connector's committed source position, from GET /connectors/NAME/offsets.
+
+    Returns the offset of its single source partition, e.g.
+    {"lsn": 27131264, "lsn_commit": 27131264, "txId": 771, "ts_usec": ...}; {} before the first
+    offset flush. `lsn` matches the slot's confirmed_flush_lsn (as a number).
+    """
+    response = requests.get(_url(settings, "/offsets"), timeout=10)
+    response.raise_for_status()
+    offsets = response.json().get("offsets", [])
+    return dict(offsets[0].get("offset") or {}) if offsets else {}
+
+
+def delete_connector(settings: Settings) -> bool:
+    """Remove the connector (the slot and publication stay in PostgreSQL). True if it existed."""
+    response = requests.delete(_url(settings), timeout=30)
+    if response.status_code == 404:
+        return False
+    response.raise_for_status()
+    return True

@@ -1,0 +1,261 @@
+"""The Kafka broker (single-node KRaft) and Kafka Connect (distributed mode) as plain JVMs.
+
+No Kafka distribution or shell scripts: stack/pom.xml has Maven copy the jars into settings.jars
+(lib/ for both JVMs, plugins/debezium-connector-postgres/ for the connector) and we run
+`java -cp lib/*` with the flags kafka-run-class.sh would use. Rendered configs go to
+$HRDV_HOME/conf, broker data to $HRDV_HOME/kafka, logs to $HRDV_HOME/logs/{kafka,connect}.log.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from hrdv.settings import REPO_ROOT, Settings
+from hrdv.stack import process
+from hrdv.stack.process import StackError
+
+STACK_DIR = REPO_ROOT / "stack"
+POM = STACK_DIR / "pom.xml"
+LOG4J = STACK_DIR / "log4j2.properties"
+CONNECTOR_DIR = "debezium-connector-postgres"
+BROKER, CONNECT = "kafka", "connect"
+
+# What kafka-run-class.sh / kafka-server-start.sh pass, with a smaller heap for a laptop.
+JVM_FLAGS = [
+    "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
+]
+
+
+# --- jars ----------------------------------------------------------------------------------------
+def _lib(settings: Settings) -> Path:
+    return settings.jars / "lib"
+
+
+def plugin_path(settings: Settings) -> Path:
+    return settings.jars / "plugins"
+
+
+def _marker(settings: Settings) -> Path:
+    return settings.jars / ".complete"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+
+
+def ensure_jars(settings: Settings) -> None:
+    """Resolve the jars with Maven unless a complete copy for this pom is already there.
+
+    A marker with the pom's digest is written last, so an interrupted copy or an edited pom
+    triggers a fresh resolution instead of a half-filled classpath.
+    """
+    marker = _marker(settings)
+    if marker.exists() and marker.read_text().strip() == _pom_digest():
+        return
+    began = time.monotonic()
+    print(f"jars: resolving Kafka + Debezium with Maven into {settings.jars} ...", flush=True)
+    for profile in ("runtime", "connector"):
+        argv = ["mvn", "-q", "-B", "-f", str(POM), f"-P{profile}", f"-Dhrdv.jars={settings.jars}",
+                "package"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise StackError("jars: `mvn` not found; install Maven (apt-get install -y maven)") from None
+        if done.returncode != 0:
+            raise StackError(f"jars: {' '.join(argv)} failed (exit {done.returncode}):\n"
+                             f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    marker.write_text(_pom_digest() + "\n")
+    count = len(list(_lib(settings).glob("*.jar")))
+    print(f"jars: {count} runtime jars ready in {time.monotonic() - began:.1f} s", flush=True)
+
+
+def _java(settings: Settings, main_class: str, *args: str) -> list[str]:
+    return ["java", *JVM_FLAGS, f"-Dlog4j2.configurationFile={LOG4J}",
+            "-cp", f"{_lib(settings)}/*", main_class, *args]
+
+
+# --- configs -------------------------------------------------------------------------------------
+def _conf_dir(settings: Settings) -> Path:
+    path = settings.home / "conf"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def kafka_data(settings: Settings) -> Path:
+    return settings.home / "kafka"
+
+
+def _render(template: str, target: Path, settings: Settings) -> Path:
+    values = {
+        "kafka_port": settings.kafka_port,
+        "kafka_controller_port": settings.kafka_controller_port,
+        "connect_port": settings.connect_port,
+        "connector_name": settings.connector_name,
+        "kafka_data": kafka_data(settings),
+        "plugin_path": plugin_path(settings),
+    }
+    target.write_text((STACK_DIR / template).read_text().format_map(values))
+    return target
+
+
+def _kafka_uuid() -> str:
+    """A cluster id as Kafka's Uuid.randomUuid() makes it (url-safe base64, no padding, never
+    starting with '-'), without spending a JVM start on `StorageTool random-uuid`."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _format_storage(settings: Settings, config: Path) -> None:
+    """Format the KRaft log dir once; meta.properties marks a formatted dir."""
+    if (kafka_data(settings) / "meta.properties").exists():
+        return
+    kafka_data(settings).mkdir(parents=True, exist_ok=True)
+    argv = _java(settings, "kafka.tools.StorageTool", "format", "-t", _kafka_uuid(),
+                 "-c", str(config))
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StackError(f"kafka: storage format failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+# --- broker --------------------------------------------------------------------------------------
+def start_broker(settings: Settings, timeout: float = 60) -> None:
+    """Start the KRaft broker unless it runs; returns when its client port accepts connections."""
+    if process.is_running(BROKER, settings):
+        print(f"kafka: already running on {settings.kafka_bootstrap}", flush=True)
+        return
+    _require_free_port(settings.kafka_port, "kafka")
+    ensure_jars(settings)
+    began = time.monotonic()
+    config = _render("kafka-server.properties.tmpl", _conf_dir(settings) / "kafka.properties",
+                     settings)
+    _format_storage(settings, config)
+    argv = _java(settings, "kafka.Kafka", str(config))
+    process.spawn(BROKER, argv, settings)
+    process.wait_for_port(settings.kafka_port, timeout, "kafka broker",
+                          log=process.log_path(BROKER, settings),
+                          alive=lambda: process.is_running(BROKER, settings))
+    print(f"kafka: started on {settings.kafka_bootstrap} in {time.monotonic() - began:.1f} s",
+          flush=True)
+
+
+def stop_broker(settings: Settings) -> None:
+    # Controlled shutdown of a single node takes a few seconds; give it time before SIGKILL.
+    stopped = process.stop(BROKER, settings, timeout=60)
+    print("kafka: stopped" if stopped else "kafka: not running", flush=True)
+
+
+# --- Connect -------------------------------------------------------------------------------------
+def start_connect(settings: Settings, timeout: float = 90) -> None:
+    """Start the Connect worker unless it runs; returns when its REST API serves requests."""
+    if process.is_running(CONNECT, settings):
+        print(f"connect: already running on {settings.connect_url}", flush=True)
+        return
+    _require_free_port(settings.connect_port, "connect")
+    ensure_jars(settings)
+    began = time.monotonic()
+    config = _render("connect-distributed.properties.tmpl",
+                     _conf_dir(settings) / "connect-distributed.properties", settings)
+    argv = _java(settings, "org.apache.kafka.connect.cli.ConnectDistributed", str(config))
+    process.spawn(CONNECT, argv, settings)
+    log = process.log_path(CONNECT, settings)
+
+    def alive() -> bool:
+        return process.is_running(CONNECT, settings)
+
+    process.wait_for_port(settings.connect_port, timeout, "kafka connect", log=log, alive=alive)
+    _wait_for_herder(settings, timeout, log, alive)
+    print(f"connect: started on {settings.connect_url} in {time.monotonic() - began:.1f} s",
+          flush=True)
+
+
+class _NotReady(Exception):
+    pass
+
+
+def _wait_for_herder(settings: Settings, timeout: float, log: Path,
+                     alive: Callable[[], bool]) -> None:
+    """The REST port opens before the worker has joined its group and read the config topic;
+    until then /connectors answers 503 or hangs. Wait for a 200, failing fast if the JVM died."""
+
+    @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.25),
+           retry=retry_if_exception_type(_NotReady), reraise=True)
+    def ready() -> None:
+        if not alive():
+            raise StackError(f"kafka connect exited during start-up; see {log}\n"
+                             f"{process.log_tail(log)}")
+        try:
+            if requests.get(f"{settings.connect_url}/connectors", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        raise _NotReady
+
+    try:
+        ready()
+    except _NotReady:
+        raise StackError(f"kafka connect did not become ready within {timeout:.0f} s; see {log}\n"
+                         f"{process.log_tail(log)}") from None
+
+
+def stop_connect(settings: Settings) -> None:
+    # Graceful stop lets the task commit its last source offsets (fewer duplicates on restart).
+    stopped = process.stop(CONNECT, settings, timeout=60)
+    print("connect: stopped" if stopped else "connect: not running", flush=True)
+
+
+def _require_free_port(port: int, what: str) -> None:
+    if process.port_open(port):
+        raise StackError(f"{what}: port 127.0.0.1:{port} is already in use by another process "
+                         f"(no {what} pid file in this HRDV_HOME); stop it or choose another "
+                         f"HRDV_PORT_BASE")
+
+
+# --- health --------------------------------------------------------------------------------------
+def health(settings: Settings) -> dict[str, Any]:
+    """Broker: pid, port, topic count; Connect: pid, version, connectors. Never raises."""
+    return {"broker": _broker_health(settings), "connect": _connect_health(settings)}
+
+
+def _broker_health(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "up": False, "pid": process.pid_of(BROKER, settings), "bootstrap": settings.kafka_bootstrap,
+        "rss_mib": process.rss_mib(BROKER, settings), "log": str(process.log_path(BROKER, settings)),
+    }
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        topics = admin.list_topics(timeout=3).topics
+        report.update(up=True, topics=len(topics))
+    except Exception as exc:  # noqa: BLE001 - health reports, it does not fail
+        report["error"] = str(exc)
+    return report
+
+
+def _connect_health(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "up": False, "pid": process.pid_of(CONNECT, settings), "url": settings.connect_url,
+        "rss_mib": process.rss_mib(CONNECT, settings),
+        "log": str(process.log_path(CONNECT, settings)),
+    }
+    try:
+        root = requests.get(settings.connect_url, timeout=3).json()
+        connectors = requests.get(f"{settings.connect_url}/connectors", timeout=5)
+        connectors.raise_for_status()
+        report.update(up=True, version=root.get("version"), connectors=connectors.json())
+    except (requests.RequestException, ValueError) as exc:
+        report["error"] = str(exc)
+    return report

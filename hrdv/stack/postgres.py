@@ -1,0 +1,223 @@
+"""The local PostgreSQL 15 cluster: the CRM source (logical decoding for Debezium) and the marts.
+
+The cluster runs as the OS user `postgres` (initdb refuses root) with its data in
+settings.pg_data, its socket in settings.run_dir/pg and its log in settings.logs/postgres.log.
+TCP is 127.0.0.1 only, with scram passwords; on the socket, root and postgres may connect as the
+`postgres` superuser (peer auth), which is how the bootstrap creates the role and databases.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import pwd
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hrdv.settings import REPO_ROOT, Settings
+from hrdv.stack.process import StackError, log_tail
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SCHEMA_SQL = REPO_ROOT / "sql" / "crm" / "schema.sql"
+DATABASES = ("crm", "hrdv", "dagster")
+
+
+def ensure_installed() -> None:
+    """Install Debian's postgresql-15 if its server binary is missing (needs root)."""
+    if (PG_BIN / "postgres").exists():
+        return
+    print("postgres: installing postgresql-15 with apt-get ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql-15"]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _os_user() -> str:
+    """The OS user owning the cluster: `postgres` when we are root (initdb refuses root)."""
+    return "postgres" if os.geteuid() == 0 else getpass.getuser()
+
+
+def _socket_dir(settings: Settings) -> Path:
+    return settings.run_dir / "pg"
+
+
+def _log(settings: Settings) -> Path:
+    return settings.logs / "postgres.log"
+
+
+def _as_pg(argv: list[str]) -> list[str]:
+    user = _os_user()
+    return argv if user == getpass.getuser() else ["runuser", "-u", user, "--", *argv]
+
+
+def _run(argv: list[str], what: str, log: Path | None = None) -> str:
+    done = subprocess.run(_as_pg(argv), capture_output=True, text=True)
+    if done.returncode != 0:
+        hint = f"; see {log}\n{log_tail(log)}" if log else ""
+        raise StackError(f"postgres: {what} failed:\n{done.stdout}{done.stderr}{hint}")
+    return done.stdout
+
+
+def _own(path: Path) -> None:
+    entry = pwd.getpwnam(_os_user())
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _make_traversable(path: Path) -> None:
+    """Give others +x on every ancestor, so the postgres user can reach a data folder under a
+    root-owned tree such as /work/main/.hrdv (listing stays closed: only x is added)."""
+    for parent in reversed(path.parents):
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def _prepare_dirs(settings: Settings) -> None:
+    for folder in (settings.home, settings.logs, settings.run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    _make_traversable(settings.pg_data)
+    for folder in (settings.pg_data, _socket_dir(settings)):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        _own(folder)
+    _log(settings).touch()
+    _own(_log(settings))
+
+
+def _initdb(settings: Settings) -> None:
+    if (settings.pg_data / "PG_VERSION").exists():
+        return
+    _run(
+        [str(PG_BIN / "initdb"), "-D", str(settings.pg_data), "-U", "postgres", "-E", "UTF8",
+         "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256"],
+        "initdb",
+    )
+    with open(settings.pg_data / "postgresql.conf", "a") as conf:
+        conf.write("\ninclude_if_exists 'hrdv.conf'\n")
+
+
+def _write_config(settings: Settings) -> None:
+    """Rewritten on every start, so a changed port or path in the settings takes effect."""
+    conf = f"""# Written by hrdv/stack/postgres.py on every start; edits are lost.
+port = {settings.pg_port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '{_socket_dir(settings)}'
+# Debezium reads changes through a logical replication slot (pgoutput).
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+password_encryption = 'scram-sha-256'
+shared_buffers = 128MB
+"""
+    hba = """# Written by hrdv/stack/postgres.py on every start; edits are lost.
+# Socket: the OS users root and postgres may be the superuser postgres (bootstrap, admin).
+local   all          postgres                     peer map=hrdv
+# TCP on loopback only, passwords for everyone (the app role, Debezium's replication link).
+host    all          all         127.0.0.1/32     scram-sha-256
+host    replication  all         127.0.0.1/32     scram-sha-256
+"""
+    ident = f"hrdv root postgres\nhrdv postgres postgres\nhrdv {_os_user()} postgres\n"
+    for name, text in (("hrdv.conf", conf), ("pg_hba.conf", hba), ("pg_ident.conf", ident)):
+        path = settings.pg_data / name
+        path.write_text(text)
+        _own(path)
+
+
+def _running(settings: Settings) -> bool:
+    if not (settings.pg_data / "PG_VERSION").exists():
+        return False
+    done = subprocess.run(_as_pg([str(PG_BIN / "pg_ctl"), "-D", str(settings.pg_data), "status"]),
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def start(settings: Settings) -> None:
+    """initdb if needed, start the server if it is not running, then bootstrap (idempotent)."""
+    ensure_installed()
+    began = time.monotonic()
+    if _running(settings):
+        print(f"postgres: already running on 127.0.0.1:{settings.pg_port}", flush=True)
+    else:
+        _prepare_dirs(settings)
+        _initdb(settings)
+        _write_config(settings)
+        _run([str(PG_BIN / "pg_ctl"), "-D", str(settings.pg_data), "-l", str(_log(settings)),
+              "-w", "-t", "60", "start"], "pg_ctl start", _log(settings))
+        print(f"postgres: started on 127.0.0.1:{settings.pg_port} in "
+              f"{time.monotonic() - began:.1f} s", flush=True)
+    bootstrap(settings)
+
+
+def stop(settings: Settings) -> None:
+    """Fast shutdown (rolls back open transactions, keeps everything committed)."""
+    if not _running(settings):
+        print("postgres: not running", flush=True)
+        return
+    _run([str(PG_BIN / "pg_ctl"), "-D", str(settings.pg_data), "-m", "fast", "-w", "-t", "60",
+          "stop"], "pg_ctl stop", _log(settings))
+    print("postgres: stopped", flush=True)
+
+
+def admin_connect(settings: Settings, dbname: str = "postgres") -> psycopg.Connection:
+    """Superuser connection over the unix socket (peer auth), autocommit."""
+    return psycopg.connect(host=str(_socket_dir(settings)), port=settings.pg_port,
+                           user="postgres", dbname=dbname, autocommit=True)
+
+
+def bootstrap(settings: Settings) -> None:
+    """Role, databases, CRM schema. Safe to run again: every step checks or uses IF NOT EXISTS,
+    and the role's password is re-set so it always matches the settings."""
+    with admin_connect(settings) as conn:
+        _ensure_role(conn, settings)
+        for db in DATABASES:
+            _ensure_database(conn, db, settings.pg_user)
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL.read_text())
+        # DEFAULT (the key) rather than FULL: an UPDATE's event carries the full new row in
+        # `after`, which is all the warehouse needs; a DELETE carries only the key in `before`,
+        # and downstream a delete is applied by key. FULL would double the WAL per update.
+        conn.execute("ALTER TABLE interactions REPLICA IDENTITY DEFAULT")
+
+
+def _ensure_role(conn: psycopg.Connection, settings: Settings) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.pg_user]).fetchone()
+    verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
+    # REPLICATION for Debezium's slot; CREATEDB so tests can make scratch databases.
+    conn.execute(sql.SQL("{} ROLE {} LOGIN REPLICATION CREATEDB PASSWORD {}").format(
+        verb, sql.Identifier(settings.pg_user), sql.Literal(settings.pg_password)))
+
+
+def _ensure_database(conn: psycopg.Connection, db: str, owner: str) -> None:
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone():
+        return
+    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+        sql.Identifier(db), sql.Identifier(owner)))
+
+
+SLOTS_SQL = """
+SELECT slot_name, plugin, database, active, confirmed_flush_lsn::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_wal_bytes
+FROM pg_replication_slots ORDER BY slot_name
+"""
+
+
+def health(settings: Settings) -> dict[str, Any]:
+    """up, version, port, data dir, and each replication slot with its confirmed position and
+    the WAL it holds back (bytes between the current WAL position and the slot's restart_lsn)."""
+    report: dict[str, Any] = {"up": False, "port": settings.pg_port,
+                              "data_dir": str(settings.pg_data), "log": str(_log(settings))}
+    try:
+        with psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=3) as conn:
+            report["version"] = conn.execute("SHOW server_version").fetchone()[0]
+            cur = conn.execute(SLOTS_SQL)
+            names = [c.name for c in cur.description]
+            report["slots"] = [dict(zip(names, row)) for row in cur.fetchall()]
+            report["up"] = True
+    except psycopg.Error as exc:
+        report["error"] = str(exc).strip()
+    return report

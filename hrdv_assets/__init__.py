@@ -1,0 +1,1 @@
+"""Software-defined assets, one module per business entity; cdc.py builds what entities share."""

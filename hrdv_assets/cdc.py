@@ -1,0 +1,171 @@
+"""The part every CDC entity shares: Kafka topic -> ClickHouse buffer -> PostgreSQL staging.
+
+An entity is described by a StagedEntity; build_cdc_assets turns it into two upstream specs (the
+topic Debezium writes and the buffer ClickHouse fills) and one partitioned staging asset that
+upserts a window's changes into the operational store.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from psycopg import sql
+
+from hrdv.settings import load
+from hrdv.sql import sql_text
+from partitions import reporting_windows
+from resources.clickhouse import ClickHouseResource
+from resources.kafka import KafkaResource
+from resources.postgres import PostgresResource
+
+OWNERS = ["team:hrdv-data-engineering"]
+
+
+@dataclass(frozen=True)
+class StagedEntity:
+    """What differs between CDC entities; everything else is the same code."""
+
+    name: str  # e.g. "interactions": CRM table, group name, staging table
+    columns: tuple[str, ...]  # staging columns read from the buffer, in query order
+    window_query: str  # sql/clickhouse/queries/...: latest version per key changed in a window
+    upsert: str  # sql/postgres/...: upsert from tmp_<entity>_changes into staging.<entity>
+    description: str
+
+    @property
+    def topic(self) -> str:
+        return load().topic(self.name)
+
+    @property
+    def topic_key(self) -> AssetKey:
+        return AssetKey(["kafka", f"crm_{self.name}"])
+
+    @property
+    def buffer_key(self) -> AssetKey:
+        return AssetKey(["clickhouse", f"{self.name}_buffer"])
+
+    @property
+    def staging_key(self) -> AssetKey:
+        return AssetKey(["staging", self.name])
+
+    @property
+    def temp_table(self) -> str:
+        # The upsert SQL reads the window's changes from this temporary table.
+        return f"tmp_{self.name}_changes"
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc)
+
+
+def ch_time(moment: datetime) -> str:
+    """A ClickHouse DateTime64 literal in UTC (the buffer's time zone)."""
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _topic_spec(entity: StagedEntity) -> AssetSpec:
+    return AssetSpec(
+        key=entity.topic_key,
+        description=f"Debezium change events of CRM table public.{entity.name} (topic {entity.topic}).",
+        group_name=entity.name,
+        owners=OWNERS,
+        kinds={"kafka"},
+        metadata={"topic": entity.topic},
+    )
+
+
+def _buffer_spec(entity: StagedEntity) -> AssetSpec:
+    return AssetSpec(
+        key=entity.buffer_key,
+        deps=[entity.topic_key],
+        description=(
+            f"ClickHouse ReplacingMergeTree hrdv.{entity.name}_buffer: the parsed change events, "
+            "one row per change, versioned by source LSN, deletes kept as flagged rows. Filled "
+            "continuously by the Kafka engine (production) or the embedded ingestor (chDB)."
+        ),
+        group_name=entity.name,
+        owners=OWNERS,
+        kinds={"clickhouse"},
+        metadata={"table": f"hrdv.{entity.name}_buffer"},
+    )
+
+
+def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, end):
+    with clickhouse.session() as client:
+        result = client.query(
+            sql_text(entity.window_query),
+            parameters={"window_start": ch_time(start), "window_end": ch_time(end)},
+        )
+        return result.column_names, result.result_rows
+
+
+def _write_changes(db: PostgresResource, entity: StagedEntity, columns, rows) -> None:
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(entity.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with db.connect() as conn, conn.cursor() as cur:
+        # The buffer's times are UTC without a zone attached.
+        cur.execute("SET LOCAL TIME ZONE 'UTC'")
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                sql.Identifier(entity.temp_table), sql.Identifier("staging", entity.name)
+            )
+        )
+        with cur.copy(copy) as writer:
+            for row in rows:
+                writer.write_row(row)
+        cur.execute(sql_text(entity.upsert))
+
+
+def _staging_asset(entity: StagedEntity):
+    @asset(
+        key=entity.staging_key,
+        deps=[entity.buffer_key],
+        partitions_def=reporting_windows,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=entity.name,
+        owners=OWNERS,
+        kinds={"postgres"},
+        description=entity.description,
+        pool="hrdv_clickhouse",
+    )
+    def staging(
+        context: AssetExecutionContext,
+        clickhouse: ClickHouseResource,
+        hrdv_db: PostgresResource,
+        kafka: KafkaResource,
+    ) -> MaterializeResult:
+        window = context.partition_time_window
+        started = time.monotonic()
+        lag = sum(p.lag for p in kafka.lag([entity.topic]))
+        columns, rows = _read_changes(clickhouse, entity, window.start, window.end)
+        read_s = time.monotonic() - started
+        _write_changes(hrdv_db, entity, columns, rows)
+        deletes = sum(1 for row in rows if row[columns.index("is_deleted")])
+        context.log.info(f"staged {len(rows)} {entity.name} changes for {window.start}..{window.end}")
+        return MaterializeResult(
+            metadata={
+                "rows": len(rows),
+                "deletes": deletes,
+                "window_start": MetadataValue.text(window.start.isoformat()),
+                "window_end": MetadataValue.text(window.end.isoformat()),
+                "kafka_lag_at_start": lag,
+                "read_s": round(read_s, 3),
+                "duration_s": round(time.monotonic() - started, 3),
+            }
+        )
+
+    return staging
+
+
+def build_cdc_assets(entity: StagedEntity) -> list:
+    return [_topic_spec(entity), _buffer_spec(entity), _staging_asset(entity)]

@@ -1,0 +1,116 @@
+"""Kafka offsets and the Debezium heartbeat, as the lag sensor and asset metadata need them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from dagster import ConfigurableResource
+from pydantic import Field
+
+TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    end_offset: int
+    committed: int  # -1 when the group has committed nothing yet
+
+    @property
+    def lag(self) -> int:
+        return self.end_offset - max(self.committed, 0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+class KafkaResource(ConfigurableResource):
+    """The Kafka cluster Debezium writes to, and the consumer group that fills ClickHouse."""
+
+    bootstrap_servers: str = Field(description="host:port[,host:port]")
+    consumer_group: str = Field(description="consumer group of the ClickHouse ingestion")
+    heartbeat_topic: str = Field(description="topic of Debezium's heartbeat-table changes")
+
+    def _consumer(self, group: str | None = None) -> Consumer:
+        # A consumer that never subscribes does not join the group: it can read the group's
+        # committed offsets without disturbing the ingestion.
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap_servers,
+                "group.id": group or f"{self.consumer_group}-observer",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "socket.timeout.ms": int(TIMEOUT_S * 1000),
+            }
+        )
+
+    def partitions(self, consumer: Consumer, topics: list[str]) -> list[TopicPartition]:
+        metadata = consumer.list_topics(timeout=TIMEOUT_S).topics
+        return [
+            TopicPartition(topic, partition)
+            for topic in topics
+            if topic in metadata and metadata[topic].error is None
+            for partition in sorted(metadata[topic].partitions)
+        ]
+
+    def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        consumer = self._consumer()
+        try:
+            return {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(
+                    tp, timeout=TIMEOUT_S, cached=False
+                )[1]
+                for tp in self.partitions(consumer, topics)
+            }
+        finally:
+            consumer.close()
+
+    def lag(self, topics: list[str]) -> list[PartitionLag]:
+        """End offset and the ingestion group's committed offset of every partition of topics."""
+        consumer = self._consumer(self.consumer_group)
+        try:
+            tps = self.partitions(consumer, topics)
+            committed = consumer.committed(tps, timeout=TIMEOUT_S) if tps else []
+            return [
+                PartitionLag(
+                    tp.topic,
+                    tp.partition,
+                    consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)[1],
+                    c.offset,
+                )
+                for tp, c in zip(tps, committed)
+            ]
+        finally:
+            consumer.close()
+
+    def latest_heartbeat(self) -> datetime | None:
+        """PostgreSQL commit time of the newest heartbeat-table change in Kafka, or None."""
+        consumer = self._consumer()
+        try:
+            tps = self.partitions(consumer, [self.heartbeat_topic])
+            newest: datetime | None = None
+            for tp in tps:
+                low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
+                if high <= low:
+                    continue
+                commit = self._commit_time_at(consumer, tp.topic, tp.partition, high - 1)
+                if commit and (newest is None or commit > newest):
+                    newest = commit
+            return newest
+        finally:
+            consumer.close()
+
+    @staticmethod
+    def _commit_time_at(consumer: Consumer, topic: str, partition: int, offset: int):
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        message = consumer.poll(TIMEOUT_S)
+        if message is None or message.error() or message.value() is None:
+            if message is not None and message.error() and not message.error().retriable():
+                raise KafkaException(message.error())
+            return None
+        ts_ms = json.loads(message.value())["source"]["ts_ms"]
+        return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
