@@ -23,7 +23,7 @@ from psycopg import sql
 
 from hrdv.settings import load
 from hrdv.sql import sql_text
-from partitions import reporting_windows
+from partitions import WINDOW, WINDOW_ORIGIN, reporting_windows
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
@@ -39,6 +39,7 @@ class StagedEntity:
     columns: tuple[str, ...]  # staging columns read from the buffer, in query order
     window_query: str  # sql/clickhouse/queries/...: latest version per key changed in a window
     upsert: str  # sql/postgres/...: upsert from tmp_<entity>_changes into staging.<entity>
+    late_windows: str  # sql/postgres/...: earlier windows whose marts these changes make stale
     description: str
 
     @property
@@ -108,7 +109,10 @@ def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, e
         return result.column_names, result.result_rows
 
 
-def _write_changes(db: PostgresResource, entity: StagedEntity, columns, rows) -> None:
+def _write_changes(
+    db: PostgresResource, entity: StagedEntity, columns, rows, window_start: datetime
+) -> list[str]:
+    """Upserts the changes in one transaction; returns the earlier windows they make stale."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(entity.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -123,7 +127,12 @@ def _write_changes(db: PostgresResource, entity: StagedEntity, columns, rows) ->
         with cur.copy(copy) as writer:
             for row in rows:
                 writer.write_row(row)
+        late = cur.execute(
+            sql_text(entity.late_windows),
+            {"range_start": window_start, "window": WINDOW, "origin": WINDOW_ORIGIN},
+        ).fetchall()
         cur.execute(sql_text(entity.upsert))
+    return [utc(start).isoformat() for (start,) in late]
 
 
 def _staging_asset(entity: StagedEntity):
@@ -149,7 +158,11 @@ def _staging_asset(entity: StagedEntity):
         lag = sum(p.lag for p in kafka.lag([entity.topic]))
         columns, rows = _read_changes(clickhouse, entity, window.start, window.end)
         read_s = time.monotonic() - started
-        _write_changes(hrdv_db, entity, columns, rows)
+        late_windows = _write_changes(hrdv_db, entity, columns, rows, window.start)
+        if late_windows:
+            context.log.warning(
+                f"{len(late_windows)} earlier window(s) changed after their run: {late_windows[:10]}"
+            )
         deletes = sum(1 for row in rows if row[columns.index("is_deleted")])
         context.log.info(f"staged {len(rows)} {entity.name} changes for {window.start}..{window.end}")
         return MaterializeResult(
@@ -159,6 +172,8 @@ def _staging_asset(entity: StagedEntity):
                 "window_start": MetadataValue.text(window.start.isoformat()),
                 "window_end": MetadataValue.text(window.end.isoformat()),
                 "kafka_lag_at_start": lag,
+                # Windows whose marts are stale until materialised again (issue 5 automates it).
+                "late_windows": MetadataValue.json(late_windows),
                 "read_s": round(read_s, 3),
                 "duration_s": round(time.monotonic() - started, 3),
             }

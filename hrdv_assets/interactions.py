@@ -23,7 +23,7 @@ from dagster import (
 
 from hrdv.sql import sql_text
 from hrdv_assets.cdc import OWNERS, StagedEntity, build_cdc_assets
-from partitions import WINDOW, reporting_windows
+from partitions import WINDOW, WINDOW_ORIGIN, reporting_windows
 from resources.postgres import PostgresResource
 
 INTERACTIONS = StagedEntity(
@@ -36,6 +36,7 @@ INTERACTIONS = StagedEntity(
     ),
     window_query="clickhouse/queries/interaction_changes_in_window.sql",
     upsert="postgres/staging_interactions_upsert.sql",
+    late_windows="postgres/staging_interactions_late_windows.sql",
     description=(
         "Operational store staging.interactions: the latest state of every CRM interaction. "
         "A partition upserts the interactions whose changes were committed in the CRM during "
@@ -44,8 +45,6 @@ INTERACTIONS = StagedEntity(
 )
 
 MART_KEY = AssetKey(["mart", "interaction_kpi"])
-# Any origin on a whole hour works: windows divide the hour, Moscow has no DST.
-WINDOW_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 interaction_kpi_schema = pa.DataFrameSchema(
     {

@@ -5,7 +5,7 @@ for tests and demos (it must divide 60); HRDV_PARTITIONS_START keeps the partiti
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from dagster import TimeWindow, TimeWindowPartitionsDefinition
 
@@ -17,6 +17,9 @@ PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 _settings = load()
 WINDOW_MINUTES: int = _settings.window_minutes
 WINDOW = timedelta(minutes=WINDOW_MINUTES)
+# Origin for binning timestamps into windows (SQL date_bin): any whole hour works, since windows
+# divide the hour and Moscow time has no daylight saving.
+WINDOW_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 reporting_windows = TimeWindowPartitionsDefinition(
     cron_schedule="* * * * *" if WINDOW_MINUTES == 1 else f"*/{WINDOW_MINUTES} * * * *",

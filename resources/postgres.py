@@ -16,6 +16,12 @@ class PostgresResource(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        """A connection whose work commits on normal exit and rolls back on error."""
-        with psycopg.connect(self.dsn, application_name="hrdv-dagster") as conn:
+        """A connection whose work commits on normal exit and rolls back on error.
+
+        Client-side binding (ClientCursor): our .sql files hold several statements, which the
+        server-side prepared protocol refuses. Values are still quoted by psycopg, never pasted.
+        """
+        with psycopg.connect(
+            self.dsn, application_name="hrdv-dagster", cursor_factory=psycopg.ClientCursor
+        ) as conn:
             yield conn

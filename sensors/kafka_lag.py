@@ -38,7 +38,7 @@ from dagster import (
     sensor,
 )
 
-from partitions import WINDOW, closed_windows_between, window_of
+from partitions import WINDOW, WINDOW_ORIGIN, closed_windows_between, window_of
 from resources.kafka import KafkaResource, PartitionLag
 
 GRACE = timedelta(seconds=1)
@@ -72,8 +72,7 @@ def _dt(iso: str | None) -> datetime | None:
 
 
 def _floor_to_window(moment: datetime) -> datetime:
-    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    return epoch + ((moment - epoch) // WINDOW) * WINDOW
+    return WINDOW_ORIGIN + ((moment - WINDOW_ORIGIN) // WINDOW) * WINDOW
 
 
 def plan_windows(

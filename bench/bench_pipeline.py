@@ -1,0 +1,171 @@
+"""Latency and memory of the whole pipeline, sensor-driven, on its own stack.
+
+    .venv/bin/python bench/bench_pipeline.py [--rate 100] [--seconds 60] [--phases 3]
+
+Starts a fresh stack in $HRDV_HOME (default /tmp/hrdv-bench, ports from 59400) with the Dagster
+daemon and the real Kafka-lag sensor, measures resident memory at rest, then runs the generator
+in phases of --seconds at --rate changes/s and prints, per phase and as the median of phases:
+- commit -> ClickHouse buffer: ingested_at - committed_at of every change (p50, p95);
+- window end -> mart published: published_at - window_end of every mart row;
+- commit -> mart: published_at of an interaction's window - its creation (p50, p95);
+- resident memory of each component at rest and under load (max of samples).
+Windows are 1 minute by default here (HRDV_WINDOW_MINUTES) so the sensor-driven path is measured
+in minutes; with 15-minute windows, commit -> mart grows by the wait for the window to close.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import threading
+import time
+from datetime import datetime, timezone
+
+os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-bench")
+os.environ.setdefault("HRDV_PORT_BASE", "59400")
+os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
+os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
+
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
+
+from hrdv import generator  # noqa: E402
+from hrdv.cli import SERVICES, _spawn_python, start_dagster, start_infrastructure  # noqa: E402
+from hrdv.clickhouse import session  # noqa: E402
+from hrdv.settings import load  # noqa: E402
+from hrdv.stack import kafka, postgres, process  # noqa: E402
+
+COMPONENTS = ["postgres", "kafka-broker", "kafka-connect", *SERVICES]
+
+
+def rss_by_component(settings) -> dict[str, float]:
+    """MiB resident per component, children included (PostgreSQL's backends, Dagster's runs)."""
+    result = {}
+    pg_pid = postgres_pid(settings)
+    for name in COMPONENTS:
+        pid = pg_pid if name == "postgres" else process.pid_of(name, settings)
+        if not pid:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+            result[name] = sum(p.memory_info().rss for p in procs) / 2**20
+        except psutil.Error:
+            continue
+    return result
+
+
+def postgres_pid(settings) -> int | None:
+    pidfile = settings.pg_data / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def buffer_latencies(settings, since: datetime, until: datetime) -> list[float]:
+    with session(settings.clickhouse_dsn) as client:
+        rows = client.query(
+            "SELECT dateDiff('millisecond', committed_at, ingested_at) FROM hrdv.interactions_buffer "
+            "WHERE committed_at >= %(since)s AND committed_at < %(until)s",
+            parameters={"since": since.strftime("%Y-%m-%d %H:%M:%S"), "until": until.strftime("%Y-%m-%d %H:%M:%S")},
+        ).result_rows
+    return [row[0] / 1000 for row in rows]
+
+
+def mart_latencies(settings, since: datetime, until: datetime) -> tuple[list[float], list[float]]:
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        published = conn.execute(
+            "SELECT extract(epoch FROM published_at - window_end)::float FROM mart.interaction_kpi "
+            "WHERE window_start >= %s AND window_end <= %s", (since, until)).fetchall()
+        per_interaction = conn.execute(
+            """SELECT extract(epoch FROM m.published_at - s.created_at)::float
+               FROM staging.interactions s JOIN mart.interaction_kpi m
+                 ON m.channel_code = s.channel_code AND m.region_code = s.region_code
+                AND s.created_at >= m.window_start AND s.created_at < m.window_end
+               WHERE s.created_at >= %s AND s.created_at < %s""", (since, until)).fetchall()
+    return [r[0] for r in published], [r[0] for r in per_interaction]
+
+
+def wait_for_mart(settings, until: datetime, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            latest = conn.execute("SELECT max(window_end) FROM mart.interaction_kpi").fetchone()[0]
+            if latest and latest >= until:
+                return
+            time.sleep(2)
+    raise SystemExit(f"the mart did not reach {until} in {timeout} s: see {settings.logs}")
+
+
+def stop_everything(settings) -> None:
+    for name in reversed(SERVICES):
+        process.stop(name, settings)
+    kafka.stop_connect(settings)
+    kafka.stop_broker(settings)
+    postgres.stop(settings)
+
+
+def fmt(values: list[float]) -> str:
+    return f"p50 {percentile(values, 0.5):7.3f} s  p95 {percentile(values, 0.95):7.3f} s  (n={len(values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="CRM changes per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of one phase")
+    parser.add_argument("--phases", type=int, default=3, help="phases; the median of phases is printed")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    args = parser.parse_args()
+
+    settings = load()
+    stop_everything(settings)
+    shutil.rmtree(settings.home, ignore_errors=True)
+    settings = load()
+    try:
+        start_infrastructure(settings, customers=5000)
+        _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+        start_dagster(settings)
+        time.sleep(20)  # let start-up settle before measuring rest
+        at_rest = rss_by_component(settings)
+        summary: dict[str, list[float]] = {"buffer_p50": [], "buffer_p95": [], "publish_p50": [],
+                                           "publish_p95": [], "mart_p50": [], "mart_p95": []}
+        under_load: dict[str, float] = {}
+        for phase in range(1, args.phases + 1):
+            since = datetime.now(timezone.utc)
+            writer = threading.Thread(target=generator.run, kwargs={
+                "dsn": settings.crm_dsn, "rate": args.rate, "duration": args.seconds,
+                "seed": phase, "progress_every": 1e9})
+            writer.start()
+            while writer.is_alive():
+                for name, mib in rss_by_component(settings).items():
+                    under_load[name] = max(under_load.get(name, 0.0), mib)
+                time.sleep(2)
+            until = datetime.now(timezone.utc)
+            window_edge = until.replace(second=0, microsecond=0)  # whole windows only
+            wait_for_mart(settings, window_edge)
+            buffer = buffer_latencies(settings, since, until)
+            published, commit_to_mart = mart_latencies(settings, since, window_edge)
+            print(f"phase {phase}: commit -> buffer        {fmt(buffer)}")
+            print(f"phase {phase}: window end -> published {fmt(published)}")
+            print(f"phase {phase}: commit -> mart          {fmt(commit_to_mart)}")
+            for key, values in (("buffer", buffer), ("publish", published), ("mart", commit_to_mart)):
+                summary[f"{key}_p50"].append(percentile(values, 0.5))
+                summary[f"{key}_p95"].append(percentile(values, 0.95))
+        print(f"\nmedian of {args.phases} phases at {args.rate:.0f} changes/s, {settings.window_minutes}-minute windows:")
+        for key, values in summary.items():
+            print(f"  {key:12} {statistics.median(values):8.3f} s")
+        print("\nresident memory, MiB (at rest / max under load):")
+        for name in COMPONENTS:
+            print(f"  {name:18} {at_rest.get(name, 0):7.0f} / {under_load.get(name, 0):7.0f}")
+        print(f"  {'total':18} {sum(at_rest.values()):7.0f} / {sum(under_load.values()):7.0f}")
+    finally:
+        if not args.keep:
+            stop_everything(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Test settings: the suite runs its own stack on its own ports and home, beside any dev stack.
+
+Reporting windows are 1 minute long in tests (the same partitions definition, shorter), so that a
+window closes within a minute instead of fifteen.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-test")
+os.environ.setdefault("HRDV_PORT_BASE", "58400")
+os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
+os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from hrdv.settings import Settings, load
+
+
+def _stop_all(settings: Settings) -> None:
+    from hrdv.stack import kafka, postgres, process
+
+    for name in ("generator", "ingestor"):
+        process.stop(name, settings)
+    kafka.stop_connect(settings)
+    kafka.stop_broker(settings)
+    postgres.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """The real stack (PostgreSQL, Kafka, Connect + Debezium, chDB, ingestor), fresh, on test ports."""
+    from hrdv.cli import _spawn_python, start_infrastructure
+
+    settings = load()
+    _stop_all(settings)  # leftovers of an interrupted run
+    shutil.rmtree(settings.home, ignore_errors=True)
+    settings = load()  # a new password for the new cluster
+    try:
+        start_infrastructure(settings, customers=500)
+        _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+        yield settings
+    finally:
+        _stop_all(settings)
