@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import subprocess
 import time
 import uuid
@@ -60,10 +61,16 @@ def ensure_jars(settings: Settings) -> None:
     A marker with the pom's digest is written last, so an interrupted copy or an edited pom
     triggers a fresh resolution instead of a half-filled classpath.
     """
+    if shutil.which("java") is None:
+        raise StackError("java not found: the broker and Connect need Java 17 "
+                         "(apt-get install -y openjdk-17-jre-headless)")
     marker = _marker(settings)
     if marker.exists() and marker.read_text().strip() == _pom_digest():
         return
     began = time.monotonic()
+    # Start clean: jars left from another pom version would sit twice on the classpath.
+    for folder in (_lib(settings), plugin_path(settings) / CONNECTOR_DIR):
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"jars: resolving Kafka + Debezium with Maven into {settings.jars} ...", flush=True)
     for profile in ("runtime", "connector"):
         argv = ["mvn", "-q", "-B", "-f", str(POM), f"-P{profile}", f"-Dhrdv.jars={settings.jars}",

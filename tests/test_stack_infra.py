@@ -1,0 +1,169 @@
+"""Real-service tests of hrdv.stack: PostgreSQL, the Kafka broker, Connect and the connector.
+
+They use HRDV_HOME and HRDV_PORT_BASE from the environment (tests/conftest.py sets the suite's
+own), falling back to /tmp/hrdv-stack-test on port base 56400, away from a dev stack on 55400.
+Components that were already running are reused and left running; the ones these tests started
+are stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import requests
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from hrdv import settings as settings_module
+from hrdv.settings import Settings
+from hrdv.stack import connect, kafka, postgres, process
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HRDV_HOME", os.environ.get("HRDV_HOME") or "/tmp/hrdv-stack-test")
+        env.setenv("HRDV_PORT_BASE", os.environ.get("HRDV_PORT_BASE") or "56400")
+        settings = settings_module.load()
+        already = {
+            "postgres": postgres.health(settings)["up"],
+            "kafka": process.is_running(kafka.BROKER, settings),
+            "connect": process.is_running(kafka.CONNECT, settings),
+        }
+        postgres.start(settings)
+        kafka.start_broker(settings)
+        kafka.start_connect(settings)
+        yield settings
+        if not already["connect"]:
+            kafka.stop_connect(settings)
+        if not already["kafka"]:
+            kafka.stop_broker(settings)
+        if not already["postgres"]:
+            postgres.stop(settings)
+
+
+def test_spawn_and_stop_leave_nothing_behind(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HRDV_HOME", str(tmp_path))
+    settings = settings_module.load()
+    pid = process.spawn("sleeper", [sys.executable, "-c", "import time; print('hi', flush=True); "
+                                    "time.sleep(60)"], settings)
+    assert process.pid_of("sleeper", settings) == pid
+    assert process.stop("sleeper", settings, timeout=5)
+    assert not process.is_running("sleeper", settings)
+    assert not process.pid_path("sleeper", settings).exists()
+    assert "hi" in process.log_path("sleeper", settings).read_text()
+    with pytest.raises(process.StackError, match="sleeper.log"):
+        process.wait_for_port(1, 0.3, "nothing", log=process.log_path("sleeper", settings))
+
+
+@pytest.mark.stack
+def test_postgres_up_and_bootstrap_idempotent(stack: Settings) -> None:
+    postgres.start(stack)  # second start: already running, bootstrap again
+    postgres.bootstrap(stack)
+    health = postgres.health(stack)
+    assert health["up"] and health["version"].startswith("15")
+    with psycopg.connect(stack.crm_dsn) as conn:
+        dbs = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert {"crm", "hrdv", "dagster"} <= dbs
+        assert conn.execute("SELECT rolreplication FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone()[0]
+        assert conn.execute("SELECT wal_level FROM (SELECT current_setting('wal_level') AS "
+                            "wal_level) s").fetchone()[0] == "logical"
+
+
+@pytest.mark.stack
+def test_broker_and_connect_up(stack: Settings) -> None:
+    health = kafka.health(stack)
+    assert health["broker"]["up"], health
+    assert health["connect"]["up"] and health["connect"]["version"] == "4.3.1", health
+    plugins = requests.get(f"{stack.connect_url}/connector-plugins", timeout=10).json()
+    assert any(p["class"].endswith("PostgresConnector") for p in plugins)
+
+
+@pytest.mark.stack
+def test_connector_registered_and_streaming(stack: Settings) -> None:
+    connect.register_connector(stack)
+    connect.register_connector(stack)  # idempotent: second PUT updates in place
+    status = connect.connector_health(stack)
+    assert status["connector"]["state"] == "RUNNING"
+    assert [t["state"] for t in status["tasks"]] == ["RUNNING"]
+    config = requests.get(connect._url(stack, "/config"), timeout=10).json()
+    assert stack.pg_password not in json.dumps(config)  # only the ${file:...} reference
+    slots = {s["slot_name"]: s for s in postgres.health(stack)["slots"]}
+    assert slots[stack.slot_name]["active"]
+
+
+# Codes and ids of its own, removed afterwards: the suite's other tests share this CRM, and the
+# generator numbers new rows from max(id) + 1.
+TEST_ID = 10**12 + 1
+SETUP_SQL = """
+    INSERT INTO regions VALUES ('ZZ-TEST', 'Тестовый край', 5) ON CONFLICT DO NOTHING;
+    INSERT INTO channels VALUES ('zz-test', 'Тест') ON CONFLICT DO NOTHING;
+    INSERT INTO topics (code, name) VALUES ('zz-test', 'Тест') ON CONFLICT DO NOTHING;
+    INSERT INTO queues VALUES ('zz-test', 'Тест', 'zz-test') ON CONFLICT DO NOTHING;
+    INSERT INTO customers (id, full_name, region_code, registered_at)
+        VALUES (1000000000001, 'Тест', 'ZZ-TEST', now()) ON CONFLICT DO NOTHING;"""
+TEARDOWN_SQL = """
+    DELETE FROM interactions WHERE id = 1000000000001; DELETE FROM customers WHERE id = 1000000000001;
+    DELETE FROM queues WHERE code = 'zz-test'; DELETE FROM topics WHERE code = 'zz-test';
+    DELETE FROM channels WHERE code = 'zz-test'; DELETE FROM regions WHERE code = 'ZZ-TEST';"""
+
+
+@pytest.mark.stack
+def test_insert_reaches_topic(stack: Settings) -> None:
+    connect.register_connector(stack)
+    with psycopg.connect(stack.crm_dsn, autocommit=True) as conn:
+        conn.execute(TEARDOWN_SQL)
+        conn.execute(SETUP_SQL)
+        start = _end_offset(stack, stack.topic("interactions"))
+        try:
+            conn.execute("""
+                INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code,
+                                          queue_code, subject, created_at, updated_at)
+                VALUES (%s, %s, 'zz-test', 'ZZ-TEST', 'zz-test', 'zz-test', 'Проверка', now(),
+                        now())""", [TEST_ID, TEST_ID])
+            key = json.dumps({"id": TEST_ID}, separators=(",", ":"))
+            value = _find_message(stack, stack.topic("interactions"), key, start)
+        finally:
+            conn.execute(TEARDOWN_SQL)
+    assert value["op"] == "c" and value["after"]["subject"] == "Проверка"
+
+
+def _end_offset(settings: Settings, topic: str) -> int:
+    """Offset the next message of partition 0 will get (0 before Debezium created the topic)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    if topic not in admin.list_topics(timeout=10).topics:
+        return 0
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "unused"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+def _find_message(settings: Settings, topic: str, key: str, start: int,
+                  timeout: float = 30) -> dict:
+    """The value of the first message with `key` at or after `start` in partition 0 of `topic`
+    (Debezium's topics have one partition here), waiting for Debezium to create the topic."""
+    deadline = time.monotonic() + timeout
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    while topic not in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, start)])
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == key.encode():
+                return json.loads(msg.value())
+    finally:
+        consumer.close()
+    raise AssertionError(f"no message with key {key} in {topic} after offset {start} "
+                         f"within {timeout} s")
