@@ -99,29 +99,27 @@ def _chdb_lock(data_path: Path, timeout: float) -> Iterator[None]:
 
 
 @contextmanager
+def _client(dsn: str) -> Iterator[Client]:
+    client = clickhouse_connect.get_client(dsn=dsn)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
 def session(dsn: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Iterator[Client]:
-    """A clickhouse-connect client for `dsn`, closed on exit (chDB: held under the path's lock)."""
-    if not is_embedded(dsn):
-        client = clickhouse_connect.get_client(dsn=dsn)
-        try:
+    """A clickhouse-connect client for `dsn`, closed on exit (chDB: held under the path's lock).
+
+    Raises TimeoutError if another process keeps a chDB path locked for `lock_timeout` seconds.
+    """
+    data_path = chdb_path(dsn) if is_embedded(dsn) else None
+    if data_path is None:  # a server, or an in-memory chDB that no other process can see
+        with _client(dsn) as client:
             yield client
-        finally:
-            client.close()
         return
-    data_path = chdb_path(dsn)
-    if data_path is None:
-        client = clickhouse_connect.get_client(dsn=dsn)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    with _chdb_lock(data_path, lock_timeout):
-        client = clickhouse_connect.get_client(dsn=f"chdb://{data_path}")
-        try:
-            yield client
-        finally:
-            client.close()
+    with _chdb_lock(data_path, lock_timeout), _client(f"chdb://{data_path}") as client:
+        yield client
 
 
 # --- SQL files -----------------------------------------------------------------------------------

@@ -2,15 +2,19 @@
 -- The same SQL serves the Kafka-engine queue (production) and the Null-engine queue (embedded),
 -- because both expose message, _topic, _partition, _offset and _timestamp.
 --
--- The row image (after, or before for deletes) is cut out once and parsed from that smaller
--- string. Timestamps arrive as ISO strings in UTC with microseconds, hence
--- parseDateTime64BestEffortOrNull (JSON null -> NULL).
+-- The row image is cut out once and parsed from that smaller string. For deletes it is the key
+-- alone: Debezium's `before` (REPLICA IDENTITY DEFAULT) fills the other NOT NULL columns with
+-- type defaults (0, '', 1970-01-01), which must not pass for real values, so they become NULL.
+-- Timestamps arrive as ISO strings in UTC with microseconds, hence parseDateTime64BestEffortOrNull
+-- (JSON null -> NULL).
 CREATE MATERIALIZED VIEW IF NOT EXISTS hrdv.interactions_buffer_mv
 TO hrdv.interactions_buffer
 AS
 WITH
     JSONExtractString(message, 'op') AS dbz_op,
-    JSONExtractRaw(message, if(dbz_op = 'd', 'before', 'after')) AS image
+    if(dbz_op = 'd',
+       concat('{"id":', toString(JSONExtractInt(message, 'before', 'id')), '}'),
+       JSONExtractRaw(message, 'after')) AS image
 SELECT
     JSONExtractInt(image, 'id')                                              AS id,
     JSONExtract(image, 'customer_id', 'Nullable(Int64)')                     AS customer_id,
@@ -39,4 +43,4 @@ SELECT
     _partition,
     _offset
 FROM hrdv.interactions_queue
-WHERE message != '' AND dbz_envelope_error(message) = ''
+WHERE message != '' AND dbz_envelope_error(message, 'interactions') = ''

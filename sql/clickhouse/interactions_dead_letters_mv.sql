@@ -10,7 +10,7 @@ SELECT
     _partition                  AS `partition`,
     _offset                     AS `offset`,
     _timestamp                  AS kafka_timestamp,
-    dbz_envelope_error(message) AS reason,
+    dbz_envelope_error(message, 'interactions') AS reason,
     message                     AS raw_message
 FROM hrdv.interactions_queue
 WHERE message != '' AND reason != ''

@@ -1,0 +1,1 @@
+"""Dagster resources: the outside systems the assets and sensors talk to."""
