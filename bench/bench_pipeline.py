@@ -36,7 +36,7 @@ from hrdv.clickhouse import session  # noqa: E402
 from hrdv.settings import load  # noqa: E402
 from hrdv.stack import kafka, postgres, process  # noqa: E402
 
-COMPONENTS = ["postgres", "kafka-broker", "kafka-connect", *SERVICES]
+COMPONENTS = ["postgres", "kafka", "connect", *SERVICES]
 
 
 def rss_by_component(settings) -> dict[str, float]:

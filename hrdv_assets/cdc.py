@@ -4,7 +4,6 @@ An entity is described by a StagedEntity; build_cdc_assets turns it into two ups
 topic Debezium writes and the buffer ClickHouse fills) and one partitioned staging asset that
 upserts a window's changes into the operational store.
 """
-from __future__ import annotations
 
 import time
 from dataclasses import dataclass

@@ -1,5 +1,4 @@
 """Customer interactions (обращения): CRM table -> buffer -> staging -> 15-minute KPI mart."""
-from __future__ import annotations
 
 import time
 from datetime import datetime, timezone

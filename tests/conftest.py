@@ -40,6 +40,7 @@ def stack() -> Iterator[Settings]:
     _stop_all(settings)  # leftovers of an interrupted run
     shutil.rmtree(settings.home, ignore_errors=True)
     settings = load()  # a new password for the new cluster
+    os.environ.update(settings.child_env())  # what the Dagster resources read (EnvVar)
     try:
         start_infrastructure(settings, customers=500)
         _spawn_python(settings, "ingestor", ["hrdv.ingest"])

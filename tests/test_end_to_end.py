@@ -146,6 +146,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     instance = DagsterInstance.ephemeral()
     driver = SensorDriver(settings, instance)
 
+    driver.tick()  # the first heartbeat seen predates every generated change
     writer = threading.Thread(
         target=generator.run, kwargs={"dsn": settings.crm_dsn, "rate": 60, "duration": 75, "seed": 7,
                                       "progress_every": 30}

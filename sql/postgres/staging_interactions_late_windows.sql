@@ -4,8 +4,11 @@
 -- upsert, while staging still holds the old values. Those windows' marts are stale until they are
 -- materialised again.
 WITH changed AS (
+    -- A delete's row image holds placeholders (0, '', 1970-01-01) in its non-key columns:
+    -- only its key is real, so it contributes the old times alone.
     SELECT s.created_at AS old_created, s.closed_at AS old_closed,
-           t.created_at AS new_created, t.closed_at AS new_closed
+           CASE WHEN NOT t.is_deleted THEN t.created_at END AS new_created,
+           CASE WHEN NOT t.is_deleted THEN t.closed_at END AS new_closed
     FROM tmp_interactions_changes AS t
     LEFT JOIN staging.interactions AS s USING (id)
     WHERE s.id IS NULL

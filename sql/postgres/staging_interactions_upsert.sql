@@ -32,7 +32,8 @@ ON CONFLICT (id) DO UPDATE SET
     loaded_at = now()
 WHERE s.lsn < EXCLUDED.lsn;
 
--- A delete carries only the key: flag the row, keep its last known values.
+-- A delete's row image is real only in its key (the rest are Debezium's placeholders):
+-- flag the row, keep its last known values.
 INSERT INTO staging.interactions AS s (id, is_deleted, lsn, committed_at)
 SELECT id, true, lsn, committed_at
 FROM tmp_interactions_changes
