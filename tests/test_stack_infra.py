@@ -1,18 +1,14 @@
 """Real-service tests of hrdv.stack: PostgreSQL, the Kafka broker, Connect and the connector.
 
-They use HRDV_HOME and HRDV_PORT_BASE from the environment (tests/conftest.py sets the suite's
-own), falling back to /tmp/hrdv-stack-test on port base 56400, away from a dev stack on 55400.
-Components that were already running are reused and left running; the ones these tests started
-are stopped at the end.
+They share the suite's stack (the `stack` fixture in tests/conftest.py: its own HRDV_HOME and
+ports, away from a dev stack).
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -23,29 +19,6 @@ from confluent_kafka.admin import AdminClient
 from hrdv import settings as settings_module
 from hrdv.settings import Settings
 from hrdv.stack import connect, kafka, postgres, process
-
-
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Settings]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HRDV_HOME", os.environ.get("HRDV_HOME") or "/tmp/hrdv-stack-test")
-        env.setenv("HRDV_PORT_BASE", os.environ.get("HRDV_PORT_BASE") or "56400")
-        settings = settings_module.load()
-        already = {
-            "postgres": postgres.health(settings)["up"],
-            "kafka": process.is_running(kafka.BROKER, settings),
-            "connect": process.is_running(kafka.CONNECT, settings),
-        }
-        postgres.start(settings)
-        kafka.start_broker(settings)
-        kafka.start_connect(settings)
-        yield settings
-        if not already["connect"]:
-            kafka.stop_connect(settings)
-        if not already["kafka"]:
-            kafka.stop_broker(settings)
-        if not already["postgres"]:
-            postgres.stop(settings)
 
 
 def test_spawn_and_stop_leave_nothing_behind(tmp_path, monkeypatch) -> None:
