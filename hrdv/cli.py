@@ -112,7 +112,7 @@ def up(rate: float, customers: int, dagster: bool) -> None:
         f"  ClickHouse   {settings.clickhouse_dsn}\n"
         f"  Logs         {settings.logs}\n"
         f"Windows are {settings.window_minutes} minutes: the first run starts when the current one closes.\n"
-        f"`./hrdv status` shows health and lag, `./hrdv down` stops everything."
+        f"`./hrdv.sh status` shows health and lag, `./hrdv.sh down` stops everything."
     )
 
 

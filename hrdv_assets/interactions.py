@@ -8,7 +8,7 @@ import pandera.pandas as pa
 import psycopg
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
+
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,

@@ -6,7 +6,6 @@ committed offsets are checked. Needs Java and the jars (hrdv.stack.kafka.ensure_
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
