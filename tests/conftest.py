@@ -31,6 +31,16 @@ def _stop_all(settings: Settings) -> None:
     postgres.stop(settings)
 
 
+@pytest.fixture
+def dsn(tmp_path) -> Iterator[str]:
+    """A fresh chDB data path with HRDV's ClickHouse schema (embedded queue)."""
+    from hrdv import clickhouse
+
+    value = f"chdb://{tmp_path / 'clickhouse'}"
+    clickhouse.apply_schema(value)
+    yield value
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """The real stack (PostgreSQL, Kafka, Connect + Debezium, chDB, ingestor), fresh, on test ports."""

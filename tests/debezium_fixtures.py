@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from hrdv import clickhouse
 
@@ -130,14 +129,6 @@ def micros(iso: str | None) -> int | None:
 
 
 # --- embedded ClickHouse -------------------------------------------------------------------------
-@pytest.fixture
-def dsn(tmp_path: Path) -> Iterator[str]:
-    """A fresh chDB data path with HRDV's schema (embedded queue)."""
-    value = f"chdb://{tmp_path / 'clickhouse'}"
-    clickhouse.apply_schema(value)
-    yield value
-
-
 def queue_rows(messages: Sequence[str | bytes | None], first_offset: int = 0, partition: int = 0,
                topic: str = TOPIC) -> list[list[Any]]:
     """Rows for hrdv.interactions_queue as the ingestor inserts them (None = tombstone = b'')."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from debezium_fixtures import (  # noqa: F401  (dsn is a fixture)
-    dsn,
+from debezium_fixtures import (
     dump,
     event,
     event_text,

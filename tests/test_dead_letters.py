@@ -6,9 +6,8 @@ import copy
 
 import pytest
 
-from debezium_fixtures import (  # noqa: F401  (dsn is a fixture)
+from debezium_fixtures import (
     TOPIC,
-    dsn,
     dump,
     event,
     event_text,

@@ -137,25 +137,33 @@ def _format_storage(settings: Settings, config: Path) -> None:
         raise StackError(f"kafka: storage format failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
-# --- broker --------------------------------------------------------------------------------------
-def start_broker(settings: Settings, timeout: float = 60) -> None:
-    """Start the KRaft broker unless it runs; returns when its client port accepts connections."""
-    if process.is_running(BROKER, settings):
-        print(f"kafka: already running on {settings.kafka_bootstrap}", flush=True)
-        return
-    _require_free_port(settings.kafka_port, "kafka")
+# --- JVM services ---------------------------------------------------------------------------------
+def _start_jvm(settings: Settings, name: str, port: int, template: str, main_class: str,
+               prepare: Callable[[Path], None] | None = None) -> float | None:
+    """Render NAME's config, spawn its JVM and wait for PORT; None when it already ran."""
+    if process.is_running(name, settings):
+        print(f"{name}: already running on port {port}", flush=True)
+        return None
+    _require_free_port(port, name)
     ensure_jars(settings)
     began = time.monotonic()
-    config = _render("kafka-server.properties.tmpl", _conf_dir(settings) / "kafka.properties",
-                     settings)
-    _format_storage(settings, config)
-    argv = _java(settings, "kafka.Kafka", str(config))
-    process.spawn(BROKER, argv, settings)
-    process.wait_for_port(settings.kafka_port, timeout, "kafka broker",
-                          log=process.log_path(BROKER, settings),
-                          alive=lambda: process.is_running(BROKER, settings))
-    print(f"kafka: started on {settings.kafka_bootstrap} in {time.monotonic() - began:.1f} s",
-          flush=True)
+    config = _render(template, _conf_dir(settings) / template.removesuffix(".tmpl"), settings)
+    if prepare:
+        prepare(config)
+    process.spawn(name, _java(settings, main_class, str(config)), settings)
+    process.wait_for_port(port, 60, name, log=process.log_path(name, settings),
+                          alive=lambda: process.is_running(name, settings))
+    return began
+
+
+# --- broker --------------------------------------------------------------------------------------
+def start_broker(settings: Settings) -> None:
+    """Start the KRaft broker unless it runs; returns when its client port accepts connections."""
+    began = _start_jvm(settings, BROKER, settings.kafka_port, "kafka-server.properties.tmpl",
+                       "kafka.Kafka", prepare=lambda config: _format_storage(settings, config))
+    if began is not None:
+        print(f"kafka: started on {settings.kafka_bootstrap} in {time.monotonic() - began:.1f} s",
+              flush=True)
 
 
 def stop_broker(settings: Settings) -> None:
@@ -167,23 +175,13 @@ def stop_broker(settings: Settings) -> None:
 # --- Connect -------------------------------------------------------------------------------------
 def start_connect(settings: Settings, timeout: float = 90) -> None:
     """Start the Connect worker unless it runs; returns when its REST API serves requests."""
-    if process.is_running(CONNECT, settings):
-        print(f"connect: already running on {settings.connect_url}", flush=True)
+    began = _start_jvm(settings, CONNECT, settings.connect_port,
+                       "connect-distributed.properties.tmpl",
+                       "org.apache.kafka.connect.cli.ConnectDistributed")
+    if began is None:
         return
-    _require_free_port(settings.connect_port, "connect")
-    ensure_jars(settings)
-    began = time.monotonic()
-    config = _render("connect-distributed.properties.tmpl",
-                     _conf_dir(settings) / "connect-distributed.properties", settings)
-    argv = _java(settings, "org.apache.kafka.connect.cli.ConnectDistributed", str(config))
-    process.spawn(CONNECT, argv, settings)
-    log = process.log_path(CONNECT, settings)
-
-    def alive() -> bool:
-        return process.is_running(CONNECT, settings)
-
-    process.wait_for_port(settings.connect_port, timeout, "kafka connect", log=log, alive=alive)
-    _wait_for_herder(settings, timeout, log, alive)
+    _wait_for_herder(settings, timeout, process.log_path(CONNECT, settings),
+                     lambda: process.is_running(CONNECT, settings))
     print(f"connect: started on {settings.connect_url} in {time.monotonic() - began:.1f} s",
           flush=True)
 
