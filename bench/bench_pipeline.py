@@ -16,25 +16,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import threading
 import time
 from datetime import datetime, timezone
 
-os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-bench")
-os.environ.setdefault("HRDV_PORT_BASE", "59400")
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
-os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
 
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
+from _stack import fresh_stack, stop_everything  # noqa: E402
 
 from hrdv import generator  # noqa: E402
-from hrdv.cli import SERVICES, _spawn_python, start_dagster, start_infrastructure  # noqa: E402
+from hrdv.cli import SERVICES  # noqa: E402
 from hrdv.clickhouse import session  # noqa: E402
-from hrdv.settings import load  # noqa: E402
-from hrdv.stack import kafka, postgres, process  # noqa: E402
+from hrdv.stack import process  # noqa: E402
 
 COMPONENTS = ["postgres", "kafka", "connect", *SERVICES]
 
@@ -101,14 +97,6 @@ def wait_for_mart(settings, until: datetime, timeout: float = 300) -> None:
     raise SystemExit(f"the mart did not reach {until} in {timeout} s: see {settings.logs}")
 
 
-def stop_everything(settings) -> None:
-    for name in reversed(SERVICES):
-        process.stop(name, settings)
-    kafka.stop_connect(settings)
-    kafka.stop_broker(settings)
-    postgres.stop(settings)
-
-
 def fmt(values: list[float]) -> str:
     return f"p50 {percentile(values, 0.5):7.3f} s  p95 {percentile(values, 0.95):7.3f} s  (n={len(values)})"
 
@@ -121,14 +109,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args()
 
-    settings = load()
-    stop_everything(settings)
-    shutil.rmtree(settings.home, ignore_errors=True)
-    settings = load()
+    settings = fresh_stack(customers=5000, dagster=True)
     try:
-        start_infrastructure(settings, customers=5000)
-        _spawn_python(settings, "ingestor", ["hrdv.ingest"])
-        start_dagster(settings)
         time.sleep(20)  # let start-up settle before measuring rest
         at_rest = rss_by_component(settings)
         summary: dict[str, list[float]] = {"buffer_p50": [], "buffer_p95": [], "publish_p50": [],

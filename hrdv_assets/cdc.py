@@ -47,7 +47,7 @@ class StagedEntity:
 
     @property
     def topic_key(self) -> AssetKey:
-        return AssetKey(["kafka", f"crm_{self.name}"])
+        return AssetKey(["kafka", f"crm_{self.name}_topic"])
 
     @property
     def buffer_key(self) -> AssetKey:
@@ -55,7 +55,7 @@ class StagedEntity:
 
     @property
     def staging_key(self) -> AssetKey:
-        return AssetKey(["staging", self.name])
+        return AssetKey(["staging", f"stg_{self.name}"])
 
     @property
     def temp_table(self) -> str:

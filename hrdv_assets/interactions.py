@@ -43,7 +43,7 @@ INTERACTIONS = StagedEntity(
     ),
 )
 
-MART_KEY = AssetKey(["mart", "interaction_kpi"])
+MART_KEY = AssetKey(["mart", "mart_interaction_kpi"])
 
 interaction_kpi_schema = pa.DataFrameSchema(
     {
@@ -143,7 +143,7 @@ def _totals(cur: psycopg.Cursor, params: dict) -> AssetCheckResult:
                        description="Opened and closed totals equal the staging rows of the windows."),
     ],
 )
-def interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -> MaterializeResult:
+def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -> MaterializeResult:
     window = context.partition_time_window
     started = time.monotonic()
     params = {
@@ -183,4 +183,4 @@ def interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -
     )
 
 
-interaction_assets = [*build_cdc_assets(INTERACTIONS), interaction_kpi]
+interaction_assets = [*build_cdc_assets(INTERACTIONS), mart_interaction_kpi]

@@ -1,0 +1,111 @@
+"""One window of all marts with 50 000 changes: how long staging + mart take.
+
+    .venv/bin/python bench/bench_window.py [--changes 50000] [--runs 3]
+
+On a fresh stack of its own (bench/_stack.py, 15-minute windows), it writes N row changes into
+the CRM in a few set-based statements (new interactions, assignments, closings, deletes), waits
+until all of them are in the ClickHouse buffer, then materialises staging and the mart for that
+window in one in-process run, --runs times (staging and the mart emptied in between, so every run
+does the same work), and prints each run and the median.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import datetime, timezone
+
+from _stack import fresh_stack, stop_everything
+
+import psycopg
+from dagster import DagsterInstance, materialize
+
+from hrdv.definitions import defs
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
+from partitions import reporting_windows, window_of
+from resources.kafka import KafkaResource
+
+# Parameters are bound client-side, so the modulo operator is written %%.
+WRITE_SQL = """
+INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
+                          status, subject, created_at, updated_at)
+SELECT g, c.id, (ARRAY['call', 'chat', 'web'])[1 + g %% 3], c.region_code,
+       (ARRAY['internet', 'tv', 'mobile', 'billing', 'equipment'])[1 + g %% 5],
+       'q_' || (ARRAY['call', 'chat', 'web'])[1 + g %% 3], 'new', 'Обращение ' || g,
+       clock_timestamp(), clock_timestamp()
+FROM generate_series(%(first)s, %(first)s + %(new)s - 1) AS g
+JOIN customers AS c ON c.id = 1 + g %% 5000;
+
+UPDATE interactions SET status = 'assigned', operator_id = id %% 500, updated_at = clock_timestamp()
+WHERE id >= %(first)s AND id < %(first)s + %(assigned)s;
+
+UPDATE interactions SET status = 'closed', closed_at = clock_timestamp(),
+       resolved_on_first_contact = id %% 3 > 0, updated_at = clock_timestamp()
+WHERE id >= %(first)s AND id < %(first)s + %(closed)s;
+
+DELETE FROM interactions WHERE id >= %(first)s + %(new)s - %(deleted)s AND id < %(first)s + %(new)s;
+"""
+
+
+def write_changes(dsn: str, changes: int, first: int) -> None:
+    """changes = new + assigned + closed + deleted, in the proportions 40/30/25/5."""
+    parts = {"new": changes * 40 // 100, "assigned": changes * 30 // 100,
+             "closed": changes * 25 // 100}
+    parts["deleted"] = changes - sum(parts.values())
+    with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute(WRITE_SQL, {"first": first, **parts})
+
+
+def wait_until_buffered(settings, timeout: float = 300) -> float:
+    kafka = KafkaResource(bootstrap_servers=settings.kafka_bootstrap,
+                          consumer_group=settings.consumer_group,
+                          heartbeat_topic=settings.topic("debezium_heartbeat"))
+    began = time.monotonic()
+    previous = -1
+    while time.monotonic() - began < timeout:
+        lags = kafka.lag([settings.topic("interactions")])
+        ends = sum(lag.end_offset for lag in lags)
+        if lags and ends == previous and all(lag.lag == 0 for lag in lags):
+            return time.monotonic() - began
+        previous = ends
+        time.sleep(1)
+    raise SystemExit(f"the buffer did not catch up in {timeout} s: see {settings.logs}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--changes", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    settings = fresh_stack(customers=5000, dagster=False)
+    try:
+        now = datetime.now(timezone.utc)
+        key = reporting_windows.get_partition_key_for_timestamp(now.timestamp())
+        if (window_of(key).end - now).total_seconds() < 60:
+            time.sleep((window_of(key).end - now).total_seconds() + 1)
+            key = reporting_windows.get_partition_key_for_timestamp(time.time())
+        began = time.monotonic()
+        write_changes(settings.crm_dsn, args.changes, first=10_000_000)
+        print(f"wrote {args.changes} changes in {time.monotonic() - began:.1f} s; "
+              f"all in the buffer {wait_until_buffered(settings):.1f} s later")
+        resources = {name: defs.resources[name] for name in ("clickhouse", "hrdv_db", "kafka")}
+        timings = []
+        for run in range(1, args.runs + 1):
+            with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
+                conn.execute("TRUNCATE staging.interactions, mart.interaction_kpi")
+            began = time.monotonic()
+            result = materialize(interaction_assets, partition_key=key, resources=resources,
+                                 instance=DagsterInstance.ephemeral(),
+                                 selection=[INTERACTIONS.staging_key, MART_KEY])
+            timings.append(time.monotonic() - began)
+            rows = {e.asset_key.to_user_string(): e.materialization.metadata["rows"].value
+                    for e in result.get_asset_materialization_events()}
+            print(f"run {run}: window {key}: {timings[-1]:.2f} s  rows {rows}  success={result.success}")
+        print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "
+              f"(staging + mart of one window, in-process)")
+    finally:
+        stop_everything(settings)
+
+
+if __name__ == "__main__":
+    main()
