@@ -76,7 +76,7 @@ def mart_latencies(settings, since: datetime, until: datetime) -> tuple[list[flo
     with psycopg.connect(settings.hrdv_dsn) as conn:
         published = conn.execute(
             "SELECT extract(epoch FROM published_at - window_end)::float FROM mart.interaction_kpi "
-            "WHERE window_start >= %s AND window_end <= %s", (since, until)).fetchall()
+            "WHERE window_end > %s AND window_end <= %s", (since, until)).fetchall()
         per_interaction = conn.execute(
             """SELECT extract(epoch FROM m.published_at - s.created_at)::float
                FROM staging.interactions s JOIN mart.interaction_kpi m
@@ -142,7 +142,8 @@ def main() -> None:
             print(f"  {key:12} {statistics.median(values):8.3f} s")
         print("\nresident memory, MiB (at rest / max under load):")
         for name in COMPONENTS:
-            print(f"  {name:18} {at_rest.get(name, 0):7.0f} / {under_load.get(name, 0):7.0f}")
+            if name in at_rest or name in under_load:  # the generator runs in this process
+                print(f"  {name:18} {at_rest.get(name, 0):7.0f} / {under_load.get(name, 0):7.0f}")
         print(f"  {'total':18} {sum(at_rest.values()):7.0f} / {sum(under_load.values()):7.0f}")
     finally:
         if not args.keep:

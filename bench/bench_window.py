@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_window.py [--changes 50000] [--runs 3]
 
-On a fresh stack of its own (bench/_stack.py, 15-minute windows), it writes N row changes into
-the CRM in a few set-based statements (new interactions, assignments, closings, deletes), waits
+On a fresh stack of its own (bench/_stack.py, 1-minute windows so that the window closes soon:
+only closed windows are partitions), it writes N row changes into the CRM in a few set-based
+statements (new interactions, assignments, closings, deletes), waits
 until all of them are in the ClickHouse buffer, then materialises staging and the mart for that
 window in one in-process run, --runs times (staging and the mart emptied in between, so every run
 does the same work), and prints each run and the median.
@@ -15,15 +16,19 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from _stack import fresh_stack, stop_everything
+import os
 
-import psycopg
-from dagster import DagsterInstance, materialize
+os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 
-from hrdv.definitions import defs
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
-from partitions import reporting_windows, window_of
-from resources.kafka import KafkaResource
+from _stack import fresh_stack, stop_everything  # noqa: E402
+
+import psycopg  # noqa: E402
+from dagster import DagsterInstance, materialize  # noqa: E402
+
+from hrdv.definitions import defs  # noqa: E402
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets  # noqa: E402
+from partitions import reporting_windows, window_of  # noqa: E402
+from resources.kafka import KafkaResource  # noqa: E402
 
 # Parameters are bound client-side, so the modulo operator is written %%.
 WRITE_SQL = """
@@ -72,6 +77,17 @@ def wait_until_buffered(settings, timeout: float = 300) -> float:
     raise SystemExit(f"the buffer did not catch up in {timeout} s: see {settings.logs}")
 
 
+def current_window_with_room(seconds: float) -> str:
+    """The current window's key, after waiting for the next one if this one ends too soon."""
+    now = datetime.now(timezone.utc)
+    key = reporting_windows.get_partition_key_for_timestamp(now.timestamp())
+    end = window_of(key).end
+    if (end - now).total_seconds() < seconds:
+        time.sleep((end - now).total_seconds() + 0.5)
+        key = reporting_windows.get_partition_key_for_timestamp(time.time())
+    return key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=50_000)
@@ -79,15 +95,12 @@ def main() -> None:
     args = parser.parse_args()
     settings = fresh_stack(customers=5000, dagster=False)
     try:
-        now = datetime.now(timezone.utc)
-        key = reporting_windows.get_partition_key_for_timestamp(now.timestamp())
-        if (window_of(key).end - now).total_seconds() < 60:
-            time.sleep((window_of(key).end - now).total_seconds() + 1)
-            key = reporting_windows.get_partition_key_for_timestamp(time.time())
+        key = current_window_with_room(seconds=30)
         began = time.monotonic()
         write_changes(settings.crm_dsn, args.changes, first=10_000_000)
         print(f"wrote {args.changes} changes in {time.monotonic() - began:.1f} s; "
               f"all in the buffer {wait_until_buffered(settings):.1f} s later")
+        time.sleep(max(0.0, (window_of(key).end - datetime.now(timezone.utc)).total_seconds() + 1))
         resources = {name: defs.resources[name] for name in ("clickhouse", "hrdv_db", "kafka")}
         timings = []
         for run in range(1, args.runs + 1):

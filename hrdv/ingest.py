@@ -5,6 +5,9 @@ topics and inserts each message, untouched, with its Kafka coordinates into the 
 Null-engine queue table; the materialized views attached there parse it into the buffer or the
 dead letters, exactly as they would behind a Kafka-engine queue in production.
 
+It keeps one chDB session open (clickhouse.HeldSession: reopening a chDB path leaks memory) and
+hands the path over between batches whenever another process, a Dagster run, waits for it.
+
 Delivery is at-least-once: offsets are committed synchronously and only after the batch's insert
 succeeded; a failed insert is retried with backoff and never committed, so after a crash or a
 failure the batch is consumed again (the buffer and the dead letters collapse the duplicates).
@@ -104,11 +107,10 @@ def queue_rows(messages: Sequence[Message], queues: dict[str, str]) -> dict[str,
     return dict(rows)
 
 
-def insert_rows(dsn: str, rows_by_queue: dict[str, list[list[Any]]]) -> None:
-    """Insert a batch in ONE short session (under the chDB lock), one insert per queue table."""
-    with clickhouse.session(dsn) as client:
-        for queue, rows in rows_by_queue.items():
-            client.insert(queue, rows, column_names=QUEUE_COLUMNS)
+def insert_rows(held: clickhouse.HeldSession, rows_by_queue: dict[str, list[list[Any]]]) -> None:
+    """Insert a batch through the held session, one insert per queue table."""
+    for queue, rows in rows_by_queue.items():
+        held.client.insert(queue, rows, column_names=QUEUE_COLUMNS)
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
@@ -120,15 +122,16 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in highest.items()]
 
 
-def _insert_with_retry(dsn: str, rows_by_queue: dict[str, list[list[Any]]],
+def _insert_with_retry(held: clickhouse.HeldSession, rows_by_queue: dict[str, list[list[Any]]],
                        stop: threading.Event, stats: IngestStats) -> bool:
     """Insert until it succeeds (True) or a stop is requested (False; nothing may be committed)."""
     delay = BACKOFF_FIRST_S
     while True:
         try:
-            insert_rows(dsn, rows_by_queue)
+            insert_rows(held, rows_by_queue)
             return True
         except Exception as error:  # noqa: BLE001 - any failure means: retry, never commit
+            held.close()  # the next try starts from a fresh session
             stats.insert_failures += 1
             log.warning("insert into ClickHouse failed (%s); retrying in %.1f s", error, delay)
         if stop.wait(delay):
@@ -164,13 +167,13 @@ def _usable(messages: list[Message]) -> list[Message]:
     return usable
 
 
-def process_batch(consumer: Consumer, messages: list[Message], dsn: str, queues: dict[str, str],
-                  stop: threading.Event, stats: IngestStats) -> bool:
+def process_batch(consumer: Consumer, messages: list[Message], held: clickhouse.HeldSession,
+                  queues: dict[str, str], stop: threading.Event, stats: IngestStats) -> bool:
     """Insert then commit one batch; False if it was abandoned uncommitted (stop during retries)."""
     if not messages:
         return True
     rows_by_queue = queue_rows(messages, queues)
-    if rows_by_queue and not _insert_with_retry(dsn, rows_by_queue, stop, stats):
+    if rows_by_queue and not _insert_with_retry(held, rows_by_queue, stop, stats):
         return False
     _commit(consumer, next_offsets(messages), stats)
     inserted = sum(len(rows) for rows in rows_by_queue.values())
@@ -255,11 +258,13 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
     log.info("consuming %s as group %s into %s", ", ".join(queues), settings.consumer_group,
              settings.clickhouse_dsn)
     last_message = time.monotonic()
+    held = clickhouse.HeldSession(settings.clickhouse_dsn)
     try:
         while not stop.is_set():
             messages = _usable(consumer.consume(num_messages=max_batch, timeout=poll_timeout))
-            if not process_batch(consumer, messages, settings.clickhouse_dsn, queues, stop, stats):
+            if not process_batch(consumer, messages, held, queues, stop, stats):
                 break
+            held.hand_over_if_waited_for()  # a Dagster run wants the chDB path
             progress.maybe_log(consumer, stats)
             if messages:
                 last_message = time.monotonic()
@@ -269,10 +274,11 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
             if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
                 break
     finally:
+        held.close()
         consumer.close()
-    log.info("stopped: %d messages, %d tombstones, %d batches, %d insert retries, %d failed commits",
-             stats.messages, stats.tombstones, stats.batches, stats.insert_failures,
-             stats.commit_failures)
+    log.info("stopped: %d messages, %d tombstones, %d batches, %d insert retries, %d failed commits, "
+             "%d hand-overs of the chDB path", stats.messages, stats.tombstones, stats.batches,
+             stats.insert_failures, stats.commit_failures, held.handovers)
     return stats
 
 

@@ -11,6 +11,7 @@ from debezium_fixtures import (
     dump,
     event,
     event_text,
+    queue_rows,
     image,
     insert_messages,
     micros,
@@ -204,3 +205,29 @@ def test_other_processes_wait_for_the_session_lock(dsn: str) -> None:
     output, _ = patient.communicate(timeout=60)
     assert impatient.returncode == 3 and "stayed locked" in impatient.stdout
     assert patient.returncode == 0 and output.startswith("waited")
+
+
+def test_held_session_hands_the_path_over_to_a_waiting_process(dsn: str) -> None:
+    """The ingestor's long session yields to a process that announced its wait, then resumes."""
+    import subprocess
+    import sys
+    import time
+
+    from hrdv import clickhouse
+
+    probe = ("import sys; from hrdv import clickhouse\n"
+             "with clickhouse.session(sys.argv[1], lock_timeout=30) as c:\n"
+             "    print(c.query('SELECT count() FROM hrdv.interactions_buffer').result_rows[0][0])\n")
+    with clickhouse.HeldSession(dsn) as held:
+        held.client.insert("hrdv.interactions_queue", queue_rows([event_text("insert")]),
+                           column_names=["message", "_topic", "_partition", "_offset", "_timestamp"])
+        waiter = subprocess.Popen([sys.executable, "-c", probe, dsn], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while waiter.poll() is None and time.monotonic() < deadline:
+            held.hand_over_if_waited_for()  # what the ingestor does between batches
+            time.sleep(0.05)
+        output, _ = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0 and output.strip() == "1"
+        assert held.handovers == 1
+        assert held.client.query("SELECT 1").result_rows == [(1,)]  # and it works again
+        assert not held.hand_over_if_waited_for()  # nobody waits now

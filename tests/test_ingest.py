@@ -156,7 +156,7 @@ def test_failed_insert_is_never_committed(settings: Settings, monkeypatch: pytes
     produce(settings, sample_messages()[:2])
     monkeypatch.setattr(ingest, "BACKOFF_FIRST_S", 0.1)
 
-    def broken_insert(dsn: str, rows: object) -> None:
+    def broken_insert(held: object, rows: object) -> None:
         raise RuntimeError("ClickHouse is down")
 
     monkeypatch.setattr(ingest, "insert_rows", broken_insert)
