@@ -137,9 +137,35 @@ def _memory_mib(pid: int | None) -> str:
     try:
         proc = psutil.Process(pid)
         rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-        return f"{rss / 2**20:.0f} MiB"
+        return f"{rss / 2**20:.0f} MiB resident"
     except psutil.Error:
         return "-"
+
+
+def _postgres_line(health: dict) -> str:
+    if not health.get("up"):
+        return f"DOWN  (log {health.get('log')})"
+    slots = ", ".join(
+        f"slot {slot['slot_name']} {'active' if slot['active'] else 'INACTIVE'}, "
+        f"WAL retained {int(slot['retained_wal_bytes'] or 0) / 2**20:.1f} MiB"
+        for slot in health.get("slots", [])
+    )
+    return f"up    port {health['port']}  PostgreSQL {health['version'].split()[0]}  {slots}"
+
+
+def _jvm_line(health: dict, where: str) -> str:
+    if not health.get("up"):
+        return f"DOWN  (log {health.get('log')})"
+    return f"up    {health.get(where)}  pid {health['pid']}  {health.get('rss_mib', 0):.0f} MiB"
+
+
+def _connector_line(status: dict, connect_up: bool) -> str:
+    if not connect_up:
+        return "DOWN  (Kafka Connect is down)"
+    if "error" in status:
+        return f"DOWN  ({status['error']})"
+    tasks = ", ".join(f"task {t['id']} {t['state']}" for t in status.get("tasks", []))
+    return f"{status['connector']['state']:5} {status['name']}  {tasks}"
 
 
 @main.command()
@@ -149,14 +175,20 @@ def status() -> None:
     from resources.kafka import KafkaResource
 
     settings = load()
-    for name, health in (("postgres", postgres.health), ("kafka", kafka.health), ("connector", connect.connector_health)):
-        try:
-            click.echo(f"{name:18} {health(settings)}")
-        except Exception as error:  # noqa: BLE001 - status must report, not crash
-            click.echo(f"{name:18} DOWN ({error})")
+    jvms = kafka.health(settings)
+    click.echo(f"{'postgres':18} {_postgres_line(postgres.health(settings))}")
+    click.echo(f"{'kafka':18} {_jvm_line(jvms['broker'], 'bootstrap')}")
+    click.echo(f"{'connect':18} {_jvm_line(jvms['connect'], 'url')}")
+    connect_up = bool(jvms["connect"].get("up"))
+    connector = connect.connector_health(settings) if connect_up else {}
+    click.echo(f"{'connector':18} {_connector_line(connector, connect_up)}")
     for name in SERVICES:
         pid = process.pid_of(name, settings)
-        click.echo(f"{name:18} {'running pid ' + str(pid) if pid else 'not running'}  {_memory_mib(pid)}")
+        state = f"up    pid {pid}  {_memory_mib(pid)}" if pid else "not running"
+        click.echo(f"{name:18} {state}")
+    if not jvms["broker"].get("up"):
+        click.echo(f"{'lag':18} unknown: the Kafka broker is down (`./hrdv.sh up` starts it)")
+        return
     resource = KafkaResource(
         bootstrap_servers=settings.kafka_bootstrap,
         consumer_group=settings.consumer_group,
@@ -164,10 +196,11 @@ def status() -> None:
     )
     try:
         for lag in resource.lag([settings.topic("interactions")]):
-            click.echo(f"lag {lag.name}: {lag.lag} (end {lag.end_offset}, committed {lag.committed})")
-        click.echo(f"latest heartbeat commit: {resource.latest_heartbeat()}")
-    except Exception as error:  # noqa: BLE001
-        click.echo(f"lag: unavailable ({error})")
+            click.echo(f"{'lag':18} {lag.name}: {lag.lag} messages (end {lag.end_offset}, "
+                       f"committed by {settings.consumer_group} {lag.committed})")
+        click.echo(f"{'heartbeat':18} newest CRM heartbeat commit in Kafka: {resource.latest_heartbeat()}")
+    except Exception as error:  # noqa: BLE001 - status reports, it does not crash
+        click.echo(f"{'lag':18} unavailable ({error})")
 
 
 @main.command()

@@ -239,6 +239,9 @@ def _broker_health(settings: Settings) -> dict[str, Any]:
         "up": False, "pid": process.pid_of(BROKER, settings), "bootstrap": settings.kafka_bootstrap,
         "rss_mib": process.rss_mib(BROKER, settings), "log": str(process.log_path(BROKER, settings)),
     }
+    if not process.port_open(settings.kafka_port):
+        report["error"] = f"nothing listens on {settings.kafka_bootstrap}"
+        return report  # an admin client would log connection failures for seconds
     try:
         from confluent_kafka.admin import AdminClient
 
