@@ -70,6 +70,9 @@ interaction_kpi_schema = pa.DataFrameSchema(
     ],
     unique=["window_start", "channel_code", "region_code"],
     strict="filter",
+    # Rows come from psycopg as Python objects: an empty window, or one where nothing closed
+    # (all resolution times NULL), has object columns that must still validate.
+    coerce=True,
     name="interaction_kpi",
 )
 
