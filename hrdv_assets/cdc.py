@@ -5,11 +5,14 @@ topic Debezium writes and the buffer ClickHouse fills) and one partitioned stagi
 upserts a window's changes into the operational store.
 """
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -100,12 +103,35 @@ def _buffer_spec(entity: StagedEntity) -> AssetSpec:
 
 
 def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, end):
+    """The window's changes, and its dead letters by reason, in one ClickHouse session."""
+    window = {"window_start": ch_time(start), "window_end": ch_time(end)}
     with clickhouse.session() as client:
-        result = client.query(
-            sql_text(entity.window_query),
-            parameters={"window_start": ch_time(start), "window_end": ch_time(end)},
-        )
-        return result.column_names, result.result_rows
+        result = client.query(sql_text(entity.window_query), parameters=window)
+        dead = client.query(
+            sql_text("clickhouse/queries/dead_letters_in_window.sql"),
+            parameters={**window, "topic": entity.topic},
+        ).result_rows
+    return result.column_names, result.result_rows, dict(dead)
+
+
+def _dead_letter_check(entity: StagedEntity, dead: dict[str, int]) -> AssetCheckResult:
+    threshold = dead_letter_threshold()
+    total = sum(dead.values())
+    return AssetCheckResult(
+        check_name="dead_letters_within_threshold",
+        asset_key=entity.staging_key,
+        passed=total <= threshold,
+        metadata={"dead_letters": total, "threshold": threshold, "by_reason": MetadataValue.json(dead)},
+        description=f"{total} message(s) of {entity.topic} went to hrdv.dead_letters in this window",
+    )
+
+
+def dead_letter_threshold() -> int:
+    """Dead letters a window may have before its check fails (HRDV_DEAD_LETTER_THRESHOLD)."""
+    raw = os.environ.get("HRDV_DEAD_LETTER_THRESHOLD", "0")
+    if not raw.isdigit():
+        raise ValueError(f"HRDV_DEAD_LETTER_THRESHOLD must be a whole number >= 0, got {raw!r}")
+    return int(raw)
 
 
 def _write_changes(
@@ -145,6 +171,17 @@ def _staging_asset(entity: StagedEntity):
         kinds={"postgres"},
         description=entity.description,
         pool="hrdv_clickhouse",
+        check_specs=[
+            AssetCheckSpec(
+                "dead_letters_within_threshold",
+                asset=entity.staging_key,
+                description=(
+                    "Messages of the topic that went to hrdv.dead_letters during the window stay "
+                    "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
+                    "changes are staged; the bad ones wait in the dead-letter table."
+                ),
+            )
+        ],
     )
     def staging(
         context: AssetExecutionContext,
@@ -155,7 +192,7 @@ def _staging_asset(entity: StagedEntity):
         window = context.partition_time_window
         started = time.monotonic()
         lag = sum(p.lag for p in kafka.lag([entity.topic]))
-        columns, rows = _read_changes(clickhouse, entity, window.start, window.end)
+        columns, rows, dead = _read_changes(clickhouse, entity, window.start, window.end)
         read_s = time.monotonic() - started
         late_windows = _write_changes(hrdv_db, entity, columns, rows, window.start)
         if late_windows:
@@ -171,11 +208,13 @@ def _staging_asset(entity: StagedEntity):
                 "window_start": MetadataValue.text(window.start.isoformat()),
                 "window_end": MetadataValue.text(window.end.isoformat()),
                 "kafka_lag_at_start": lag,
+                "dead_letters": sum(dead.values()),
                 # Windows whose marts are stale until materialised again (issue 5 automates it).
                 "late_windows": MetadataValue.json(late_windows),
                 "read_s": round(read_s, 3),
                 "duration_s": round(time.monotonic() - started, 3),
-            }
+            },
+            check_results=[_dead_letter_check(entity, dead)],
         )
 
     return staging

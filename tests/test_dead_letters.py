@@ -116,3 +116,26 @@ def test_template_values_are_escaped() -> None:
     ddl = clickhouse.render_sql("interactions_queue.kafka.sql", clickhouse.kafka_parameters(
         {"broker_list": "k:9092", "topic": "t", "group": "it's"}))
     assert "kafka_group_name = 'it\\'s'" in ddl
+
+
+def test_dead_letters_of_a_window_are_counted_by_reason(dsn: str) -> None:
+    """What the staging asset reports and checks: a window's dead letters of its topic."""
+    from datetime import datetime, timedelta, timezone
+
+    from hrdv.sql import sql_text
+    from hrdv_assets.cdc import ch_time
+
+    insert_messages(dsn, [b"garbage", b"more garbage", b'{"no": "envelope"}', event_text("insert")])
+    insert_messages(dsn, [b"garbage"], first_offset=0)  # redelivered: still one dead letter
+    now = datetime.now(timezone.utc)
+    window = {"window_start": ch_time(now - timedelta(minutes=5)), "window_end": ch_time(now + timedelta(minutes=1))}
+    with clickhouse.session(dsn) as client:
+        counted = dict(client.query(sql_text("clickhouse/queries/dead_letters_in_window.sql"),
+                                    parameters={**window, "topic": TOPIC}).result_rows)
+        other_topic = client.query(sql_text("clickhouse/queries/dead_letters_in_window.sql"),
+                                   parameters={**window, "topic": "crm.public.other"}).result_rows
+        earlier = client.query(sql_text("clickhouse/queries/dead_letters_in_window.sql"),
+                               parameters={"window_start": ch_time(now - timedelta(hours=2)),
+                                           "window_end": ch_time(now - timedelta(hours=1)), "topic": TOPIC}).result_rows
+    assert counted == {"not JSON": 2, "no op": 1}
+    assert other_topic == [] and earlier == []

@@ -83,6 +83,10 @@ class SensorDriver:
             selection=[INTERACTIONS.staging_key, MART_KEY],
         )
         assert result.success
+        checks = result.get_asset_check_evaluations()
+        assert {c.check_name for c in checks} == {"dead_letters_within_threshold", "pandera_schema",
+                                                  "totals_match_staging"}
+        assert all(c.passed for c in checks), [c for c in checks if not c.passed]
         for event in result.get_asset_materialization_events():
             late = event.materialization.metadata.get("late_windows")
             if late is not None:
