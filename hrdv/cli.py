@@ -34,18 +34,28 @@ def _bin(name: str) -> str:
     return str(Path(PYTHON).parent / name)
 
 
-def init_stores(settings: Settings, customers: int) -> None:
-    """Schemas of the operational store and ClickHouse, and the CRM's reference data."""
+def init_stores(settings: Settings, customers: int, history_days: int = 0, seed: int = 1) -> None:
+    """Schemas of the operational store and ClickHouse; customers (and history) in the CRM.
+
+    With history_days > 0 an empty CRM gets the bulk initial load (hrdv/crm/bulk_load.py);
+    otherwise only customers 1..N. Runs before the connector exists, so that Debezium's
+    snapshot, not its stream, carries the loaded rows.
+    """
     from hrdv.clickhouse import apply_schema
+    from hrdv.crm import bulk_load
 
     with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
         conn.execute(sql_text("postgres/hrdv_schema.sql"))
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
-        generator.seed_reference_data(conn, customers=customers)
+        empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM customers)").fetchone()[0]
+        if history_days > 0 and empty:
+            bulk_load.load(settings.crm_dsn, customers=customers, seed=seed, history_days=history_days)
+        else:
+            generator.seed_customers(conn, customers=customers, seed=seed)
     apply_schema(settings.clickhouse_dsn, kafka=None)
 
 
-def start_infrastructure(settings: Settings, customers: int) -> None:
+def start_infrastructure(settings: Settings, customers: int, history_days: int = 0) -> None:
     from hrdv.stack import connect, kafka, postgres
 
     postgres.ensure_installed()
@@ -53,7 +63,7 @@ def start_infrastructure(settings: Settings, customers: int) -> None:
     kafka.ensure_jars(settings)
     kafka.start_broker(settings)
     kafka.start_connect(settings)
-    init_stores(settings, customers)
+    init_stores(settings, customers, history_days)
     connect.register_connector(settings)
 
 
@@ -92,13 +102,15 @@ def main() -> None:
 
 @main.command()
 @click.option("--rate", default=20.0, show_default=True, help="CRM changes per second; 0: no generator")
-@click.option("--customers", default=2000, show_default=True, help="customers in the CRM")
+@click.option("--customers", default=20_000, show_default=True, help="customers in a new CRM")
+@click.option("--history-days", default=7, show_default=True,
+              help="days of history the bulk load gives a new CRM (0: customers only)")
 @click.option("--dagster/--no-dagster", default=True, show_default=True, help="start the Dagster UI and daemon")
-def up(rate: float, customers: int, dagster: bool) -> None:
+def up(rate: float, customers: int, history_days: int, dagster: bool) -> None:
     """Start the whole stack with data flowing and the Dagster UI on."""
     settings = load()
     started = _step(f"starting the stack in {settings.home}")
-    start_infrastructure(settings, customers)
+    start_infrastructure(settings, customers, history_days)
     _spawn_python(settings, "ingestor", ["hrdv.ingest"])
     if rate > 0:
         _spawn_python(settings, "generator", ["hrdv.cli", "generate", "--rate", str(rate)])
@@ -216,13 +228,45 @@ def generate(rate: float, duration: float | None, max_changes: int | None, custo
     settings = load()
     if customers:
         with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
-            generator.seed_reference_data(conn, customers=customers, seed=seed)
+            generator.seed_customers(conn, customers=customers, seed=seed)
     click.echo(f"generator: {rate} changes/s into {settings.crm_dsn.rsplit('@', 1)[-1]}")
     try:
         stats = generator.run(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
     except KeyboardInterrupt:
         return
     click.echo(f"generator: done, {stats.changes} changes in {stats.transactions} transactions")
+
+
+@main.group()
+def crm() -> None:
+    """The CRM source: bulk initial load and source-model migrations."""
+
+
+@crm.command("load")
+@click.option("--customers", type=click.IntRange(min=1), required=True, help="customers to create")
+@click.option("--history-days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="days of interactions, work orders and claims before --as-of")
+@click.option("--seed", default=1, show_default=True, help="same seed, same data")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="parallel PostgreSQL connections")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]), default=None,
+              help="end of the history (default: the current hour); fix it to reproduce a load")
+@click.option("--truncate", is_flag=True, help="empty the loaded tables first")
+def crm_load(customers: int, history_days: int, seed: int, jobs: int, as_of, truncate: bool) -> None:
+    """Bulk-load CUSTOMERS customers with their history into the CRM (server-side, in chunks).
+
+    Meant for a CRM that Debezium does not stream yet: a running connector would carry every
+    loaded row as a change event (it warns if a replication slot exists).
+    """
+    from datetime import timezone
+
+    from hrdv.crm import bulk_load
+
+    settings = load()
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    bulk_load.load(settings.crm_dsn, customers=customers, seed=seed, history_days=history_days,
+                   jobs=jobs, as_of=as_of, truncate=truncate)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""CRM load generator for the walking skeleton: interactions through their lifecycle.
+"""The simple CRM generator: interactions through new -> assigned -> in_progress -> closed.
+
+The tests use it because its data is easy to reason about; hrdv/crm/live.py is the realistic
+generator (curves, repeats, incidents, work orders, claims).
+
 
 It writes what a CRM writes: new interactions, assignment, first response, closing (with or
 without first-contact resolution) and a few hard deletes, in short transactions at a given rate
@@ -13,25 +17,10 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-REGIONS = [
-    ("RU-MOW", "Москва", 3),
-    ("RU-SPE", "Санкт-Петербург", 3),
-    ("RU-KDA", "Краснодарский край", 3),
-    ("RU-SVE", "Свердловская область", 5),
-    ("RU-NVS", "Новосибирская область", 7),
-    ("RU-PRI", "Приморский край", 10),
-    ("RU-KGD", "Калининградская область", 2),
-    ("RU-KAM", "Камчатский край", 12),
-]
-CHANNELS = [("call", "Звонок"), ("chat", "Чат"), ("web", "Веб-заявка")]
+# Codes from sql/crm/reference_data.sql (applied when PostgreSQL starts).
+CHANNELS = ["call", "chat", "web"]
 CHANNEL_WEIGHTS = [0.55, 0.3, 0.15]
-TOPICS = [
-    ("internet", "Интернет"),
-    ("tv", "Телевидение"),
-    ("mobile", "Мобильная связь"),
-    ("billing", "Счета и оплата"),
-    ("equipment", "Оборудование"),
-]
+TOPICS = ["internet", "tv", "mobile", "billing", "equipment"]
 SUBJECTS = ["Нет интернета", "Вопрос по счёту", "Не работает ТВ", "Смена тарифа", "Роутер", None]
 
 
@@ -54,29 +43,17 @@ class _State:
     open_ids: dict[int, str] = field(default_factory=dict)  # id -> status
 
 
-def seed_reference_data(conn: psycopg.Connection, customers: int, seed: int = 1) -> None:
-    """Reference rows and `customers` customers (ids 1..N); idempotent."""
+def seed_customers(conn: psycopg.Connection, customers: int, seed: int = 1) -> None:
+    """Customers 1..N in random regions, for a CRM without the bulk load; idempotent."""
     rng = random.Random(seed)
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO regions (code, name, utc_offset) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            REGIONS,
-        )
-        cur.executemany(
-            "INSERT INTO channels (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", CHANNELS
-        )
-        cur.executemany(
-            "INSERT INTO topics (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", TOPICS
-        )
-        cur.executemany(
-            "INSERT INTO queues (code, name, channel_code) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [(f"q_{code}", f"Очередь: {name}", code) for code, name in CHANNELS],
-        )
+        regions = [code for (code,) in cur.execute("SELECT code FROM regions ORDER BY code")]
+        if not regions:
+            raise SystemExit("the CRM has no regions: its reference data is applied at start-up")
         have = cur.execute("SELECT coalesce(max(id), 0) FROM customers").fetchone()[0]
         with cur.copy("COPY customers (id, full_name, region_code, registered_at) FROM STDIN") as copy:
             for cid in range(have + 1, customers + 1):
-                region = rng.choice(REGIONS)[0]
-                copy.write_row((cid, f"Клиент {cid}", region, "2020-01-01T00:00:00Z"))
+                copy.write_row((cid, f"Клиент {cid}", rng.choice(regions), "2020-01-01T00:00:00Z"))
 
 
 def _load_state(conn: psycopg.Connection) -> _State:
@@ -90,7 +67,7 @@ def _load_state(conn: psycopg.Connection) -> _State:
 
 
 def _insert(cur: psycopg.Cursor, rng: random.Random, state: _State) -> None:
-    channel = rng.choices(CHANNELS, CHANNEL_WEIGHTS)[0][0]
+    channel = rng.choices(CHANNELS, CHANNEL_WEIGHTS)[0]
     customer = rng.randint(1, state.customers)
     cur.execute(
         """
@@ -99,7 +76,7 @@ def _insert(cur: psycopg.Cursor, rng: random.Random, state: _State) -> None:
         SELECT %s, c.id, %s, c.region_code, %s, %s, 'new', %s, clock_timestamp(), clock_timestamp()
         FROM customers c WHERE c.id = %s
         """,
-        (state.next_id, channel, rng.choice(TOPICS)[0], f"q_{channel}", rng.choice(SUBJECTS), customer),
+        (state.next_id, channel, rng.choice(TOPICS), f"q_{channel}", rng.choice(SUBJECTS), customer),
     )
     state.open_ids[state.next_id] = "new"
     state.next_id += 1

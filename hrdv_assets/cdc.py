@@ -31,6 +31,7 @@ from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
 
 OWNERS = ["team:hrdv-data-engineering"]
+MAX_LISTED_WINDOWS = 100
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,10 @@ def _staging_asset(entity: StagedEntity):
                 "window_end": MetadataValue.text(window.end.isoformat()),
                 "kafka_lag_at_start": lag,
                 "dead_letters": sum(dead.values()),
-                # Windows whose marts are stale until materialised again (issue 5 automates it).
-                "late_windows": MetadataValue.json(late_windows),
+                # Windows whose marts are stale until materialised again (issue 5 automates it);
+                # a snapshot can touch thousands, so the list is capped.
+                "late_window_count": len(late_windows),
+                "late_windows": MetadataValue.json(late_windows[:MAX_LISTED_WINDOWS]),
                 "read_s": round(read_s, 3),
                 "duration_s": round(time.monotonic() - started, 3),
             },

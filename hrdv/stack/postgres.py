@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from hrdv.crm import reference
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack.process import StackError, log_tail
 
@@ -113,6 +114,8 @@ max_replication_slots = 10
 max_wal_senders = 10
 password_encryption = 'scram-sha-256'
 shared_buffers = 128MB
+# Fewer forced checkpoints during bulk loads (10 million customers write several GB of WAL).
+max_wal_size = 4GB
 """
     hba = """# Written by hrdv/stack/postgres.py on every start; edits are lost.
 # Socket: the OS users root and postgres may be the superuser postgres (bootstrap, admin).
@@ -178,9 +181,11 @@ def bootstrap(settings: Settings) -> None:
             _ensure_database(conn, db, settings.pg_user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL.read_text())
+        reference.apply(conn)  # territories, channels, topics, queues, tariffs
         # DEFAULT (the key) rather than FULL: an UPDATE's event carries the full new row in
-        # `after`, which is all the warehouse needs; a DELETE carries only the key in `before`,
-        # and downstream a delete is applied by key. FULL would double the WAL per update.
+        # `after`, which is all the warehouse needs; a DELETE's `before` is real only in its key
+        # (Debezium fills the other NOT NULL columns with placeholders), and downstream a delete
+        # is applied by key. FULL would double the WAL per update.
         conn.execute("ALTER TABLE interactions REPLICA IDENTITY DEFAULT")
 
 

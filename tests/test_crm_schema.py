@@ -1,0 +1,85 @@
+"""The CRM schema (sql/crm/schema.sql) and its reference data, on a PostgreSQL of their own."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from hrdv import generator
+from hrdv.crm import reference
+
+HOME = "/tmp/hrdv-crm"
+PORT_BASE = "56600"
+
+
+@pytest.fixture(scope="session")
+def crm_pg() -> Iterator:
+    """A PostgreSQL cluster started with the project's code (no Kafka), stopped afterwards."""
+    os.environ["HRDV_HOME"], os.environ["HRDV_PORT_BASE"] = HOME, PORT_BASE
+    from hrdv import settings as settings_module
+    from hrdv.stack import postgres
+    settings = settings_module.load()
+    postgres.start(settings)
+    yield settings
+    postgres.stop(settings)
+
+
+def _fresh_db(settings, name: str) -> str:
+    with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return settings.pg_dsn(name)
+
+
+def test_schema_applies_on_top_of_the_skeleton_and_again(crm_pg) -> None:
+    """The skeleton's schema with data in it, then the full schema twice."""
+    dsn = _fresh_db(crm_pg, "crm_schema_test")
+    old = Path(__file__).parent / "data" / "crm_schema_skeleton.sql"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(old.read_text())
+        conn.execute("INSERT INTO regions (code, name, utc_offset) VALUES ('RU-MOW', 'Москва', 3)")
+        generator.seed_customers(conn, 50)
+        reference.apply_schema_and_reference(conn)
+        reference.apply_schema_and_reference(conn)
+        generator.seed_customers(conn, 60)   # the simple generator still works on top
+        assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 60
+        status = conn.execute("SELECT DISTINCT status FROM customers").fetchall()
+        assert status == [("active",)]
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'interactions'")}
+        assert {"id", "customer_id", "channel_code", "region_code", "topic_code", "queue_code",
+                "direction", "status", "operator_id", "subject", "created_at",
+                "first_response_at", "closed_at", "resolved_on_first_contact", "updated_at",
+                "previous_interaction_id", "reopen_count", "sla_due_at"} <= columns
+
+
+def test_reference_data(crm_pg) -> None:
+    dsn = _fresh_db(crm_pg, "crm_reference_test")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reference.apply_schema_and_reference(conn)
+        one = lambda q: conn.execute(q).fetchone()  # noqa: E731
+        assert one("SELECT count(*) FROM federal_districts") == (8,)
+        assert one("SELECT count(*), min(utc_offset), max(utc_offset) FROM regions") == (85, 2, 12)
+        assert one("SELECT count(*) FROM regions WHERE federal_district_code IS NULL "
+                   "OR code !~ '^RU-[A-Z]{2,3}$'") == (0,)
+        offsets = dict(conn.execute("SELECT code, utc_offset FROM regions").fetchall())
+        assert offsets["RU-KGD"] == 2 and offsets["RU-MOW"] == 3 and offsets["RU-SAM"] == 4
+        assert offsets["RU-SVE"] == 5 and offsets["RU-OMS"] == 6 and offsets["RU-NVS"] == 7
+        assert offsets["RU-IRK"] == 8 and offsets["RU-ZAB"] == 9 and offsets["RU-PRI"] == 10
+        assert offsets["RU-MAG"] == 11 and offsets["RU-KAM"] == 12 and offsets["RU-CHU"] == 12
+        assert one("SELECT count(*) FROM regions r WHERE NOT EXISTS "
+                   "(SELECT FROM branches b WHERE b.region_code = r.code)") == (0,)
+        assert one("SELECT count(*) FROM branches b WHERE NOT EXISTS "
+                   "(SELECT FROM service_areas s WHERE s.branch_code = b.code)") == (0,)
+        assert one("SELECT count(*) FROM channels") == (6,)
+        parents = conn.execute("SELECT t.code, count(c.code) FROM topics t JOIN topics c "
+                               "ON c.parent_code = t.code GROUP BY t.code").fetchall()
+        assert len(parents) == 7 and all(2 <= n <= 4 for _, n in parents)
+        # every (channel, topic) the routing rules produce is a queue
+        queues = {r[0] for r in conn.execute("SELECT code FROM queues")}
+        assert {reference.queue_for(c, t) for c in reference.CHANNEL_MIX
+                for t in reference.TOPIC_MIX} <= queues
+        assert one("SELECT count(*) FROM queues WHERE routing_rule IS NULL") == (0,)
