@@ -216,25 +216,46 @@ def status() -> None:
 
 
 @main.command()
+@click.option("--mode", type=click.Choice(["live", "replay", "simple"]), default="live", show_default=True,
+              help="live: realistic changes now; replay: a generated day, faster than real time; "
+                   "simple: the tests' interactions-only generator")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
-              help="changes per second")
+              help="changes per second (live, simple)")
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="seconds; default: until stopped")
 @click.option("--max-changes", type=click.IntRange(min=1), default=None, help="stop after this many changes")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="replay: the day to play (Moscow time); default: today")
+@click.option("--speedup", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="replay: times faster than real time")
 @click.option("--customers", type=click.IntRange(min=1), default=None,
-              help="first make sure the CRM has this many customers")
+              help="first make sure the CRM has this many customers (without history)")
 @click.option("--seed", default=1, show_default=True, help="same seed, same sequence of changes")
-def generate(rate: float, duration: float | None, max_changes: int | None, customers: int | None, seed: int) -> None:
-    """Write CRM interactions, their lifecycle updates and a few deletes at RATE changes/s."""
+def generate(mode: str, rate: float, duration: float | None, max_changes: int | None, day,
+             speedup: float, customers: int | None, seed: int) -> None:
+    """Write CRM changes: interactions, work orders and claims through their lifecycles."""
+    from datetime import date
+
+    from hrdv.crm import live
+
     settings = load()
     if customers:
         with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
             generator.seed_customers(conn, customers=customers, seed=seed)
-    click.echo(f"generator: {rate} changes/s into {settings.crm_dsn.rsplit('@', 1)[-1]}")
+    target = settings.crm_dsn.rsplit("@", 1)[-1]
     try:
-        stats = generator.run(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
+        if mode == "simple":
+            click.echo(f"generator (simple): {rate} changes/s into {target}")
+            stats = generator.run(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
+            click.echo(f"generator: done, {stats.changes} changes in {stats.transactions} transactions")
+        elif mode == "live":
+            click.echo(f"generator (live): {rate} changes/s into {target}")
+            live.run_live(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
+        else:
+            played = day.date() if day else date.today()
+            click.echo(f"generator (replay): {played} at {speedup}x into {target}")
+            live.run_replay(settings.crm_dsn, played, speedup=speedup, seed=seed, max_changes=max_changes)
     except KeyboardInterrupt:
         return
-    click.echo(f"generator: done, {stats.changes} changes in {stats.transactions} transactions")
 
 
 @main.group()
@@ -267,6 +288,23 @@ def crm_load(customers: int, history_days: int, seed: int, jobs: int, as_of, tru
         as_of = as_of.replace(tzinfo=timezone.utc)
     bulk_load.load(settings.crm_dsn, customers=customers, seed=seed, history_days=history_days,
                    jobs=jobs, as_of=as_of, truncate=truncate)
+
+
+@crm.command("migrate")
+@click.argument("name")
+def crm_migrate(name: str) -> None:
+    """Apply source-model migration NAME (e.g. 001) to the CRM while everything runs.
+
+    The live generator notices it and writes the new column and status value from then on.
+    """
+    from hrdv.crm import migrate
+
+    settings = load()
+    try:
+        ran = migrate.apply(settings.crm_dsn, name)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="NAME") from None
+    click.echo(f"migration {name}: {'applied' if ran else 'already applied, nothing to do'}")
 
 
 if __name__ == "__main__":

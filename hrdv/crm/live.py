@@ -1,0 +1,710 @@
+"""The CRM load generator with realistic behaviour: LIVE (a rate of changes per second, now) and
+REPLAY (a whole generated day, backdated, faster than real time).
+
+Both drive the same `Simulator`: a discrete-event simulation of the contact centre that follows
+`hrdv.crm.behaviour`. It keeps the open interactions, work orders and claims with their planned
+futures in one heap ordered by simulated time, and turns each event into SQL statements. One
+seeded RNG takes every decision, and the simulated clock advances by the plan, never by the wall
+clock, so the same seed, the same starting database and the same start instant give the same
+sequence of changes (ids, statuses, values). Only the business timestamps differ in live mode:
+they are the CRM's own clock_timestamp(), as a real CRM's would be; in replay they are the
+simulated instants.
+
+  LIVE    change n happens at simulated time start + n / rate; the wall clock paces it. Each
+          change is the next lifecycle step that is due, or else a new interaction (so a new
+          stream starts with arrivals and settles into its steady mix as lifecycles come due).
+  REPLAY  arrivals follow the day's curve (a Poisson process, thinned by each region's local
+          intensity) and lifecycles run on simulated time; the day is played `speedup` times
+          faster than real time (inf: as fast as PostgreSQL takes it).
+
+The source-model change (migration 001, hrdv.crm.migrate) may be applied while the generator
+runs. Until it sees it, every transaction first takes interactions' ROW EXCLUSIVE lock and then
+looks for the new column: the migration's ALTER TABLE needs an ACCESS EXCLUSIVE lock, so either
+it committed before that look (and is seen) or it waits for this transaction. From then on the
+generator writes channel_detail and the status 'in_work' instead of 'in_progress'.
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import random
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from typing import Any
+
+import psycopg
+
+from hrdv.crm import behaviour as bh
+from hrdv.crm import reference
+from hrdv.crm.behaviour import Behaviour, Step
+
+MOSCOW = timezone(timedelta(hours=3))
+REPEAT_HISTORY_LIMIT = 300_000      # recent interactions kept as repeat candidates
+CUSTOMER_SAMPLE = 200_000           # customers kept in memory (evenly spaced ids)
+TS = "coalesce(%(ts)s::timestamptz, clock_timestamp())"  # simulated instant, or the CRM's clock
+
+Statement = tuple[str, dict[str, Any]]
+
+# --- SQL --------------------------------------------------------------------------------------
+_INTERACTION_COLUMNS = """id, customer_id, channel_code, region_code, topic_code, queue_code,
+    direction, status, subject, previous_interaction_id, created_at, updated_at, sla_due_at"""
+_INTERACTION_VALUES = f"""%(id)s, %(customer)s, %(channel)s, %(region)s, %(topic)s, %(queue)s,
+    'inbound', 'new', %(subject)s, %(previous)s, {TS}, {TS}, {TS} + make_interval(secs => %(sla_s)s)"""
+INSERT_INTERACTION = f"INSERT INTO interactions ({_INTERACTION_COLUMNS}) VALUES ({_INTERACTION_VALUES})"
+INSERT_INTERACTION_V2 = (f"INSERT INTO interactions ({_INTERACTION_COLUMNS}, channel_detail) "
+                         f"VALUES ({_INTERACTION_VALUES}, %(detail)s)")
+ASSIGN = f"UPDATE interactions SET status = 'assigned', operator_id = %(operator)s, updated_at = {TS} WHERE id = %(id)s"
+RESPOND = f"""UPDATE interactions SET status = %(status)s,
+    first_response_at = coalesce(first_response_at, {TS}), updated_at = {TS} WHERE id = %(id)s"""
+CLOSE = f"""UPDATE interactions SET status = 'closed', closed_at = {TS},
+    resolved_on_first_contact = %(fcr)s, updated_at = {TS} WHERE id = %(id)s"""
+REOPEN = f"""UPDATE interactions SET status = 'reopened', closed_at = NULL, reopen_count = reopen_count + 1,
+    resolved_on_first_contact = NULL, updated_at = {TS} WHERE id = %(id)s"""
+# A back-office correction of a closed record: re-classified and its closing moved earlier
+# (never before its first response or creation: the lifecycle order must still hold).
+CORRECT = f"""UPDATE interactions SET topic_code = %(topic)s,
+    closed_at = greatest(coalesce(first_response_at, created_at), closed_at - make_interval(secs => %(back_s)s)),
+    updated_at = {TS} WHERE id = %(id)s AND closed_at IS NOT NULL"""
+DELETE_INTERACTION = "DELETE FROM interactions WHERE id = %(id)s"
+
+INSERT_WORK_ORDER = f"""INSERT INTO work_orders (id, interaction_id, customer_id, type, priority,
+    service_area_code, status, sla_due_at, created_at, updated_at)
+    VALUES (%(id)s, %(interaction)s, %(customer)s, %(type)s, %(priority)s, %(area)s, 'new',
+            {TS} + make_interval(secs => %(sla_s)s), {TS}, {TS})"""
+WO_ASSIGN = f"""UPDATE work_orders SET status = 'assigned', engineer_id = %(engineer)s,
+    assigned_at = {TS}, updated_at = {TS} WHERE id = %(id)s"""
+WO_REASSIGN = f"""UPDATE work_orders SET engineer_id = %(engineer)s, reassign_count = reassign_count + 1,
+    updated_at = {TS} WHERE id = %(id)s"""
+WO_START = f"UPDATE work_orders SET status = 'in_progress', updated_at = {TS} WHERE id = %(id)s"
+WO_POSTPONE = f"""UPDATE work_orders SET status = 'postponed', postpone_count = postpone_count + 1,
+    updated_at = {TS} WHERE id = %(id)s"""
+WO_DONE = f"UPDATE work_orders SET status = 'done', completed_at = {TS}, updated_at = {TS} WHERE id = %(id)s"
+WO_CANCEL = f"UPDATE work_orders SET status = 'cancelled', cancelled_at = {TS}, updated_at = {TS} WHERE id = %(id)s"
+
+INSERT_CLAIM = f"""INSERT INTO claims (id, customer_id, interaction_id, category, amount_claimed,
+    regulatory_due_at, status, created_at, updated_at)
+    VALUES (%(id)s, %(customer)s, %(interaction)s, %(category)s, %(amount)s,
+            {TS} + make_interval(secs => %(deadline_s)s), 'registered', {TS}, {TS})"""
+CLAIM_REVIEW = f"UPDATE claims SET status = 'in_review', updated_at = {TS} WHERE id = %(id)s"
+CLAIM_DECIDE = f"""UPDATE claims SET status = %(status)s, outcome = %(outcome)s, resolved_at = {TS},
+    updated_at = {TS} WHERE id = %(id)s"""
+
+HAS_CHANNEL_DETAIL = """SELECT EXISTS (SELECT 1 FROM pg_attribute
+    WHERE attrelid = 'interactions'::regclass AND attname = 'channel_detail' AND NOT attisdropped)"""
+
+
+# --- the CRM's reference data, as the generator needs it --------------------------------------
+@dataclass
+class Crm:
+    regions: dict[str, tuple[float, float]]          # code -> (customers, utc_offset)
+    customers: dict[str, list[tuple[int, str | None]]]  # region -> [(id, branch)] (a sample)
+    topics: dict[str, str]                            # leaf code -> name
+    channels: set[str]
+    queues: dict[str, str]                            # code -> skill group (operators' too)
+    operators: dict[str, list[tuple[int, str, float]]]  # skill group -> [(id, shift, utc offset)]
+    areas_by_branch: dict[str, list[str]]
+    areas_by_region: dict[str, list[str]]
+    engineers_by_area: dict[str, list[int]]
+    engineers_by_region: dict[str, list[int]]
+
+
+def _group(pairs: list[tuple]) -> dict[Any, list]:
+    """{first: [rest, ...]} from rows (first, *rest); a single rest value is kept bare."""
+    grouped: dict[Any, list] = {}
+    for first, *rest in pairs:
+        grouped.setdefault(first, []).append(rest[0] if len(rest) == 1 else tuple(rest))
+    return grouped
+
+
+def _load_customers(cur: psycopg.Cursor, sample: int) -> dict[str, list[tuple[int, str | None]]]:
+    """An evenly spaced sample of customer ids per region (all of them below `sample`)."""
+    total, top = cur.execute("SELECT count(*), coalesce(max(id), 0) FROM customers").fetchone()
+    if total == 0:
+        raise SystemExit("the CRM has no customers: load some first (hrdv.crm.bulk_load)")
+    stride = max(1, math.ceil(total / sample))
+    rows = cur.execute("SELECT region_code, id, branch_code FROM customers WHERE id %% %s = 0 "
+                       "ORDER BY id", (stride,)).fetchall()
+    return _group(rows)
+
+
+def load_crm(conn: psycopg.Connection, customer_sample: int = CUSTOMER_SAMPLE) -> Crm:
+    with conn.cursor() as cur:
+        customers = _load_customers(cur, customer_sample)
+        counts = dict(cur.execute("SELECT region_code, count(*) FROM customers GROUP BY 1").fetchall())
+        offsets = dict(cur.execute("SELECT code, utc_offset FROM regions").fetchall())
+        topics = dict(cur.execute("""SELECT code, name FROM topics t WHERE NOT EXISTS
+            (SELECT 1 FROM topics c WHERE c.parent_code = t.code) ORDER BY code""").fetchall())
+        channels = {row[0] for row in cur.execute("SELECT code FROM channels")}
+        queues = dict(cur.execute("SELECT code, coalesce(skill_group, code) FROM queues").fetchall())
+        operators = cur.execute("""SELECT e.skill_group, e.id, e.shift, r.utc_offset FROM employees e
+            JOIN regions r ON r.code = e.region_code WHERE e.role = 'operator' ORDER BY e.id""").fetchall()
+        areas = cur.execute("""SELECT s.code, s.branch_code, b.region_code FROM service_areas s
+            JOIN branches b ON b.code = s.branch_code ORDER BY s.code""").fetchall()
+        engineers = cur.execute("""SELECT id, service_area_code, region_code FROM employees
+            WHERE role = 'engineer' ORDER BY id""").fetchall()
+    return Crm(
+        regions={code: (float(counts[code]), float(offsets[code])) for code in sorted(customers)},
+        customers=customers, topics=topics, channels=channels, queues=queues,
+        operators=_group(operators),
+        areas_by_branch=_group([(b, a) for a, b, _ in areas]),
+        areas_by_region=_group([(r, a) for a, _, r in areas]),
+        engineers_by_area=_group([(a, e) for e, a, _ in engineers if a]),
+        engineers_by_region=_group([(r, e) for e, _, r in engineers]),
+    )
+
+
+# --- simulation state ------------------------------------------------------------------------
+@dataclass
+class OpenInteraction:
+    id: int
+    customer: int
+    branch: str | None
+    region: str
+    channel: str
+    topic: str
+    queue: str
+    steps: deque[Step]
+    plan: bh.InteractionPlan
+    incident: bool = False
+    reopened: bool = False
+    work_order_spawned: bool = False
+
+
+@dataclass
+class OpenWorkOrder:
+    id: int
+    region: str
+    area: str
+    steps: deque[Step]
+
+
+@dataclass
+class OpenClaim:
+    id: int
+    outcome: str
+    steps: deque[Step]
+
+
+@dataclass
+class Stats:
+    changes: int = 0
+    transactions: int = 0
+    actions: Counter = field(default_factory=Counter)   # 'interactions.update' -> count
+    migration_seen_at: int | None = None                  # change number when noticed
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        ins = sum(n for k, n in self.actions.items() if k.endswith(".insert"))
+        dele = sum(n for k, n in self.actions.items() if k.endswith(".delete"))
+        rate = self.changes / self.elapsed_s if self.elapsed_s else 0.0
+        return (f"{self.changes} changes ({ins} inserts, {self.changes - ins - dele} updates, "
+                f"{dele} deletes) in {self.transactions} transactions, {self.elapsed_s:.1f} s, "
+                f"{rate:.0f} changes/s")
+
+
+class Simulator:
+    """The contact centre on a simulated clock (epoch seconds). Pure apart from `crm`, the
+    snapshot it was given: it returns SQL statements and never touches the database."""
+
+    def __init__(self, crm: Crm, behaviour: Behaviour, rng: random.Random, start: float,
+                 next_ids: dict[str, int], backdated: bool) -> None:
+        self.crm, self.b, self.rng, self.backdated = crm, behaviour, rng, backdated
+        self.next_ids = dict(next_ids)
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.seq = 0
+        self.interactions: dict[int, OpenInteraction] = {}
+        self.work_orders: dict[int, OpenWorkOrder] = {}
+        self.claims: dict[int, OpenClaim] = {}
+        self.hist_t: list[float] = []       # created_at of recent interactions, sorted
+        self.hist: list[tuple[int, int, str, str]] = []  # (id, customer, topic, region)
+        self.deleted: set[int] = set()
+        self.pending_claims: dict[int, OpenInteraction] = {}  # closed, their claim still to come
+        self.incidents: list[bh.Incident] = []
+        self.next_incident = start + bh.next_incident_gap(behaviour, rng)
+        self.arrivals: deque[float] = deque()  # arrival instants within the last hour
+        self.migrated = False
+        self.topic_weights = bh.topic_weights(behaviour, sorted(crm.topics))
+        # Only channels this CRM knows (an older CRM has fewer): the mix renormalises itself.
+        self.channel_mix = {c: w for c, w in behaviour.channel_mix.items() if c in crm.channels}
+        self._weights_cache: tuple[int, dict[str, float]] | None = None
+        self._staff_cache: tuple[int, float] | None = None
+
+    # -- clock and scheduling --
+    def ts(self, t: float) -> datetime | None:
+        return datetime.fromtimestamp(t, timezone.utc) if self.backdated else None
+
+    def schedule(self, t: float, kind: str, key: int) -> None:
+        self.seq += 1  # ties break by insertion order: deterministic
+        heapq.heappush(self.heap, (t, self.seq, kind, key))
+
+    def next_due(self) -> float:
+        return self.heap[0][0] if self.heap else math.inf
+
+    def new_id(self, table: str) -> int:
+        self.next_ids[table] += 1
+        return self.next_ids[table] - 1
+
+    # -- arrivals --
+    def region_weights(self, t: float) -> dict[str, float]:
+        minute = int(t // 60)  # the curve moves slowly: one evaluation per simulated minute
+        if self._weights_cache is None or self._weights_cache[0] != minute:
+            at = datetime.fromtimestamp(t, timezone.utc)
+            self._weights_cache = (minute, bh.region_weights(self.b, at, self.crm.regions, self.incidents))
+        return self._weights_cache[1]
+
+    def roll_incidents(self, t: float) -> None:
+        while self.next_incident <= t:
+            at = datetime.fromtimestamp(self.next_incident, timezone.utc)
+            sizes = {code: n for code, (n, _) in self.crm.regions.items()}
+            self.incidents.append(bh.draw_incident(self.b, self.rng, at, sizes, sorted(self.crm.topics)))
+            self.next_incident += bh.next_incident_gap(self.b, self.rng)
+            self._weights_cache = None
+        now = datetime.fromtimestamp(t, timezone.utc)
+        self.incidents = [i for i in self.incidents if i.active(now) or i.in_tail(self.b, now)]
+
+    def queue_factor(self, t: float) -> float:
+        while self.arrivals and self.arrivals[0] <= t - 3600:
+            self.arrivals.popleft()
+        minute = int(t // 60)
+        if self._staff_cache is None or self._staff_cache[0] != minute:
+            at = datetime.fromtimestamp(t, timezone.utc)
+            staff = sum(1 for group in self.crm.operators.values() for _, shift, offset in group
+                        if bh.on_shift(self.b, shift, bh.local_time(at, offset).hour))
+            self._staff_cache = (minute, float(staff))
+        if not self.crm.operators:
+            return 1.0  # a CRM without operators in its data: no capacity model to apply
+        return bh.queue_factor(self.b, len(self.arrivals), self._staff_cache[1])
+
+    def _repeat_of(self, t: float, boost: float) -> tuple[int, int, str, str] | None:
+        bucket = bh.repeat_bucket(self.b, self.rng, boost)
+        if bucket is None:
+            return None
+        low, high = bh.REPEAT_WINDOWS[bucket]
+        first = bisect.bisect_left(self.hist_t, t - high)
+        last = bisect.bisect_right(self.hist_t, t - low)
+        if last <= first:
+            return None  # no earlier contact that old: a first contact after all
+        row = self.hist[self.rng.randrange(first, last)]
+        return None if row[0] in self.deleted else row
+
+    def arrival(self, t: float) -> list[Statement]:
+        """A new interaction at simulated instant t."""
+        self.roll_incidents(t)
+        region = bh.pick(self.rng, self.region_weights(t))
+        now = datetime.fromtimestamp(t, timezone.utc)
+        incident = next((i for i in self.incidents if i.region == region and i.active(now)), None)
+        tail = any(i.region == region and i.in_tail(self.b, now) for i in self.incidents)
+        repeat = self._repeat_of(t, self.b.incident_repeat_boost if (incident or tail) else 1.0)
+        if repeat is not None:
+            previous, customer, topic, region = repeat
+            branch = None
+        else:
+            previous = None
+            customer, branch = self.rng.choice(self.crm.customers[region])
+            on_incident = incident is not None and self.rng.random() < bh.incident_topic_share(self.b)
+            topic = incident.topic if on_incident else bh.pick(self.rng, self.topic_weights)
+        channel = bh.pick(self.rng, self.channel_mix)
+        return self._create_interaction(t, customer, branch, region, channel, topic, previous,
+                                        incident is not None and topic == incident.topic)
+
+    def _create_interaction(self, t: float, customer: int, branch: str | None, region: str,
+                            channel: str, topic: str, previous: int | None,
+                            incident: bool) -> list[Statement]:
+        plan = bh.plan_interaction(self.b, self.rng, channel, topic, self.queue_factor(t), incident)
+        self.arrivals.append(t)
+        iid = self.new_id("interactions")
+        queue = reference.queue_for(channel, topic) if topic.split(".")[0] in reference.TOPIC_SKILL else ""
+        if queue not in self.crm.queues:
+            queue = f"q_{channel}"
+        subject = ("ТЕСТ: проверка интеграции" if plan.test_record else self.crm.topics.get(topic))
+        params = dict(id=iid, customer=customer, channel=channel, region=region, topic=topic,
+                      queue=queue, subject=subject, previous=previous, sla_s=plan.sla_s, ts=self.ts(t))
+        sql = INSERT_INTERACTION
+        if self.migrated:
+            sql, params["detail"] = INSERT_INTERACTION_V2, bh.pick(self.rng, self.b.channel_detail_mix[channel])
+        item = OpenInteraction(iid, customer, branch, region, channel, topic, queue, deque(plan.steps),
+                               plan, incident)
+        self.interactions[iid] = item
+        index = bisect.bisect_right(self.hist_t, t)
+        self.hist_t.insert(index, t)
+        self.hist.insert(index, (iid, customer, topic, region))
+        self.schedule(t + item.steps[0].delay_s, "i", iid)
+        return [(sql, params)]
+
+    # -- lifecycle events --
+    def pop_event(self) -> list[Statement]:
+        t, _, kind, key = heapq.heappop(self.heap)
+        handler = {"i": self._interaction_step, "w": self._work_order_step,
+                   "c": self._claim_step, "newclaim": self._new_claim}[kind]
+        return handler(t, key)
+
+    def _continue(self, t: float, kind: str, key: int, steps: deque[Step]) -> None:
+        if steps:
+            self.schedule(t + steps[0].delay_s, kind, key)
+
+    def _interaction_step(self, t: float, iid: int) -> list[Statement]:
+        item = self.interactions[iid]
+        action = item.steps.popleft().action
+        ts = self.ts(t)
+        out: list[Statement] = []
+        if action == "assign":
+            out.append((ASSIGN, dict(id=iid, operator=self._operator(t, item), ts=ts)))
+        elif action == "respond":
+            status = "in_work" if self.migrated else "in_progress"
+            out.append((RESPOND, dict(id=iid, status=status, ts=ts)))
+            if item.plan.work_order and not item.work_order_spawned:
+                out += self._new_work_order(t, item)
+        elif action == "close":
+            fcr = item.plan.resolved_first_contact and not item.reopened
+            out.append((CLOSE, dict(id=iid, fcr=fcr, ts=ts)))
+        elif action == "reopen":
+            item.reopened = True
+            out.append((REOPEN, dict(id=iid, ts=ts)))
+        elif action == "correct":
+            siblings = sorted(c for c in self.crm.topics
+                              if c.split(".")[0] == item.topic.split(".")[0]) or [item.topic]
+            out.append((CORRECT, dict(id=iid, topic=self.rng.choice(siblings),
+                                      back_s=self.rng.uniform(60, 1800), ts=ts)))
+        elif action == "delete":
+            self.deleted.add(iid)
+            out.append((DELETE_INTERACTION, dict(id=iid)))
+        self._continue(t, "i", iid, item.steps)
+        if not item.steps:
+            del self.interactions[iid]
+            if item.plan.claim and not item.plan.test_record:
+                self.schedule(t + bh.claim_delay(self.b, self.rng), "newclaim", iid)
+                self.pending_claims[iid] = item
+        return out
+
+    def _operator(self, t: float, item: OpenInteraction) -> int | None:
+        group = self.crm.queues.get(item.queue, "")
+        candidates = self.crm.operators.get(group) or [o for g in sorted(self.crm.operators)
+                                                       for o in self.crm.operators[g]]
+        if not candidates:
+            return None
+        at = datetime.fromtimestamp(t, timezone.utc)
+        working = [o for o in candidates if bh.on_shift(self.b, o[1], bh.local_time(at, o[2]).hour)]
+        return self.rng.choice(working or candidates)[0]
+
+    def _area(self, item: OpenInteraction) -> str | None:
+        areas = (self.crm.areas_by_branch.get(item.branch or "") or self.crm.areas_by_region.get(item.region))
+        return self.rng.choice(areas) if areas else None
+
+    def _engineer(self, order: OpenWorkOrder) -> int | None:
+        pool = (self.crm.engineers_by_area.get(order.area)
+                or self.crm.engineers_by_region.get(order.region)
+                or [e for r in sorted(self.crm.engineers_by_region) for e in self.crm.engineers_by_region[r]])
+        return self.rng.choice(pool) if pool else None
+
+    def _new_work_order(self, t: float, item: OpenInteraction) -> list[Statement]:
+        item.work_order_spawned = True
+        area = self._area(item)
+        if area is None or not (self.crm.engineers_by_area or self.crm.engineers_by_region):
+            return []  # no territory or no engineers in this CRM: nobody could take the order
+        plan = bh.plan_work_order(self.b, self.rng)
+        wid = self.new_id("work_orders")
+        kind = self.b.work_order_types.get(item.topic.split(".")[0], "line_check")
+        order = OpenWorkOrder(wid, item.region, area, deque(plan.steps))
+        self.work_orders[wid] = order
+        self._continue(t, "w", wid, order.steps)
+        return [(INSERT_WORK_ORDER, dict(id=wid, interaction=item.id, customer=item.customer,
+                                         type=kind, priority=int(plan.priority), area=area,
+                                         sla_s=plan.sla_s, ts=self.ts(t)))]
+
+    def _work_order_step(self, t: float, wid: int) -> list[Statement]:
+        order = self.work_orders[wid]
+        action = order.steps.popleft().action
+        params: dict[str, Any] = dict(id=wid, ts=self.ts(t))
+        if action in ("assign", "reassign"):
+            params["engineer"] = self._engineer(order)  # never None: orders need engineers
+        sql = {"assign": WO_ASSIGN, "reassign": WO_REASSIGN, "start": WO_START,
+               "postpone": WO_POSTPONE, "done": WO_DONE, "cancel": WO_CANCEL}[action]
+        self._continue(t, "w", wid, order.steps)
+        if not order.steps:
+            del self.work_orders[wid]
+        return [(sql, params)]
+
+    def _new_claim(self, t: float, iid: int) -> list[Statement]:
+        item = self.pending_claims.pop(iid)
+        if iid in self.deleted:
+            return []
+        plan = bh.plan_claim(self.b, self.rng)
+        situation = ("outage" if item.incident else "breach" if item.plan.breaches_sla
+                     else "billing" if item.topic.startswith("billing") else "other")
+        cid = self.new_id("claims")
+        self.claims[cid] = OpenClaim(cid, plan.outcome, deque(plan.steps))
+        self._continue(t, "c", cid, self.claims[cid].steps)
+        return [(INSERT_CLAIM, dict(id=cid, customer=item.customer, interaction=iid,
+                                    category=self.b.claim_categories[situation],
+                                    amount=plan.amount_rub, deadline_s=plan.deadline_s, ts=self.ts(t)))]
+
+    def _claim_step(self, t: float, cid: int) -> list[Statement]:
+        claim = self.claims[cid]
+        action = claim.steps.popleft().action
+        self._continue(t, "c", cid, claim.steps)
+        if action == "review":
+            return [(CLAIM_REVIEW, dict(id=cid, ts=self.ts(t)))]
+        del self.claims[cid]
+        status = "rejected" if claim.outcome == "no_grounds" else "resolved"
+        return [(CLAIM_DECIDE, dict(id=cid, status=status, outcome=claim.outcome, ts=self.ts(t)))]
+
+    # -- resuming what the database already has open --
+    def resume(self, conn: psycopg.Connection, start: float) -> None:
+        """Schedule the rest of the life of every open interaction, work order and claim, and
+        remember recent interactions as repeat candidates. Ordered by id: deterministic."""
+        self._resume_history(conn, start)
+        for row in conn.execute("""SELECT i.id, i.customer_id, c.branch_code, i.region_code,
+                i.channel_code, i.topic_code, i.queue_code, i.status, i.updated_at FROM interactions i
+                JOIN customers c ON c.id = i.customer_id WHERE i.closed_at IS NULL ORDER BY i.id"""):
+            self._resume_interaction(start, *row)
+        for wid, region, area, status, updated in conn.execute("""SELECT w.id, b.region_code,
+                w.service_area_code, w.status, w.updated_at FROM work_orders w
+                JOIN service_areas s ON s.code = w.service_area_code JOIN branches b ON b.code = s.branch_code
+                WHERE w.status NOT IN ('done', 'cancelled') ORDER BY w.id"""):
+            plan = bh.plan_work_order(self.b, self.rng)
+            after = {"new": None, "assigned": "assign", "in_progress": "start", "postponed": "postpone"}
+            steps = _after(plan.steps, after.get(status), [Step(600, "start"), Step(3600, "done")])
+            self.work_orders[wid] = OpenWorkOrder(wid, region, area, steps)
+            self._continue(max(start, updated.timestamp()), "w", wid, steps)
+        for cid, status, updated in conn.execute("""SELECT id, status, updated_at FROM claims
+                WHERE status IN ('registered', 'in_review') ORDER BY id"""):
+            plan = bh.plan_claim(self.b, self.rng)
+            steps = deque(plan.steps[1:] if status == "in_review" else plan.steps)
+            self.claims[cid] = OpenClaim(cid, plan.outcome, steps)
+            self._continue(max(start, updated.timestamp()), "c", cid, steps)
+
+    def _resume_history(self, conn: psycopg.Connection, start: float) -> None:
+        since = datetime.fromtimestamp(start - 30 * 86400, timezone.utc)
+        rows = conn.execute("""SELECT created_at, id, customer_id, topic_code, region_code
+            FROM interactions WHERE created_at >= %s ORDER BY created_at DESC, id DESC LIMIT %s""",
+                            (since, REPEAT_HISTORY_LIMIT)).fetchall()
+        for created, *rest in reversed(rows):
+            self.hist_t.append(created.timestamp())
+            self.hist.append(tuple(rest))
+
+    def _resume_interaction(self, start: float, iid: int, customer: int, branch: str | None,
+                            region: str, channel: str, topic: str, queue: str, status: str,
+                            updated: datetime) -> None:
+        plan = bh.plan_interaction(self.b, self.rng, channel, topic)
+        after = {"new": None, "assigned": "assign", "in_progress": "respond", "in_work": "respond",
+                 "reopened": "reopen"}
+        steps = _after(plan.steps, after.get(status, "respond"),
+                       [Step(300, "respond"), Step(3600, "close")] if status == "reopened" else [Step(3600, "close")])
+        if plan.test_record:  # its test-record plan made no sense for a real open row
+            steps = deque([Step(3600, "close")])
+        item = OpenInteraction(iid, customer, branch, region, channel, topic, queue, steps, plan,
+                               work_order_spawned=status not in ("new", "assigned"))
+        self.interactions[iid] = item
+        self._continue(max(start, updated.timestamp()), "i", iid, steps)
+
+
+def _after(steps: tuple[Step, ...], action: str | None, fallback: list[Step]) -> deque[Step]:
+    """The steps after the first `action` (all of them for None); `fallback` if it is absent."""
+    if action is None:
+        return deque(steps)
+    for index, step in enumerate(steps):
+        if step.action == action:
+            return deque(steps[index + 1:]) or deque(fallback)
+    return deque(fallback)
+
+
+# --- running against PostgreSQL ----------------------------------------------------------------
+def _next_ids(conn: psycopg.Connection) -> dict[str, int]:
+    return {table: conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
+            for table in ("interactions", "work_orders", "claims")}
+
+
+def _sync_identities(conn: psycopg.Connection) -> None:
+    """work_orders and claims have identity ids, but the generator writes explicit ones (max+1:
+    deterministic); move the sequences past them so that another writer relying on the identity
+    does not collide."""
+    for table in ("work_orders", "claims"):
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table} "
+                     "HAVING max(id) IS NOT NULL")
+
+
+def _prepare(conn: psycopg.Connection, behaviour: Behaviour, seed: int, start: float,
+             backdated: bool) -> Simulator:
+    crm = load_crm(conn)
+    sim = Simulator(crm, behaviour, random.Random(seed), start, _next_ids(conn), backdated)
+    sim.resume(conn, start)
+    sim.migrated = conn.execute(HAS_CHANNEL_DETAIL).fetchone()[0]
+    return sim
+
+
+def _notice_migration(conn: psycopg.Connection, sim: Simulator, stats: Stats) -> None:
+    """Inside the transaction, before any write: see migration 001 if it has committed."""
+    if sim.migrated:
+        return
+    conn.execute("LOCK TABLE interactions IN ROW EXCLUSIVE MODE")
+    if conn.execute(HAS_CHANNEL_DETAIL).fetchone()[0]:
+        sim.migrated = True
+        stats.migration_seen_at = stats.changes
+        print(f"generator: migration 001 seen after {stats.changes} changes: writing "
+              "channel_detail and status 'in_work' from now on", flush=True)
+
+
+def _apply(cur: psycopg.Cursor, statements: list[Statement], stats: Stats) -> None:
+    for sql, params in statements:
+        cur.execute(sql, params)
+        stats.changes += 1
+        table = sql.split()[2] if sql.startswith(("INSERT", "DELETE")) else sql.split()[1]
+        verb = {"INSERT": "insert", "DELETE": "delete"}.get(sql.split()[0], "update")
+        stats.actions[f"{table}.{verb}"] += 1
+
+
+def _progress(stats: Stats, sim: Simulator, began: float, mode: str) -> None:
+    stats.elapsed_s = time.monotonic() - began
+    print(f"generator ({mode}): {stats.summary()}; open: {len(sim.interactions)} interactions, "
+          f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims", flush=True)
+
+
+def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: int | None = None,
+             seed: int = 1, behaviour: Behaviour = Behaviour(), changes_per_transaction: int = 5,
+             progress_every: float = 10.0, start: datetime | None = None) -> Stats:
+    """Write about `rate` changes per second (business times from the CRM's clock) until
+    `duration` seconds or `max_changes` changes have passed. `start` fixes the simulated clock's
+    origin (default: now); with the same seed, database and start the changes are the same."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive (changes per second), got {rate}")
+    origin = (start or datetime.now(timezone.utc)).timestamp()
+    stats = Stats()
+    with psycopg.connect(dsn, application_name="hrdv-live", autocommit=True) as conn:
+        sim = _prepare(conn, behaviour, seed, origin, backdated=False)
+        began = last = time.monotonic()
+        while not _done(stats, began, duration, max_changes):
+            due = int((time.monotonic() - began) * rate) + 1 - stats.changes
+            if due <= 0:
+                time.sleep(min(0.05, 1 / rate))
+                continue
+            batch = min(due, changes_per_transaction, (max_changes or math.inf) - stats.changes)
+            _live_transaction(conn, sim, stats, rate, origin, batch)
+            if time.monotonic() - last >= progress_every:
+                last = time.monotonic()
+                _progress(stats, sim, began, "live")
+        _sync_identities(conn)
+        _progress(stats, sim, began, "live, done")
+    return stats
+
+
+def _done(stats: Stats, began: float, duration: float | None, max_changes: int | None) -> bool:
+    return ((duration is not None and time.monotonic() - began >= duration)
+            or (max_changes is not None and stats.changes >= max_changes))
+
+
+def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, rate: float,
+                      origin: float, batch: float) -> None:
+    # Pipeline mode: the statements of a transaction go out without waiting for each answer
+    # (one round trip instead of one per statement); the commit's WAL flush still dominates.
+    with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+        _notice_migration(conn, sim, stats)
+        target = stats.changes + batch
+        while stats.changes < target:
+            t = origin + stats.changes / rate  # the planned instant of this change
+            statements = sim.pop_event() if sim.next_due() <= t else sim.arrival(t)
+            _apply(cur, statements, stats)
+    stats.transactions += 1
+
+
+def run_replay(dsn: str, day: date, speedup: float = 60.0, seed: int = 1,
+               behaviour: Behaviour = Behaviour(), max_changes: int | None = None,
+               changes_per_transaction: int = 5, progress_every: float = 10.0) -> Stats:
+    """Play `day` (00:00-24:00 Moscow time) with timestamps of the simulated clock, `speedup`
+    times faster than real time (math.inf: as fast as possible). Arrivals follow each region's
+    local curve; lifecycle steps due after the day's end are left for a later run."""
+    if speedup <= 0:
+        raise ValueError(f"speedup must be positive, got {speedup}")
+    origin = datetime.combine(day, dtime(0), MOSCOW).timestamp()
+    end = origin + 86400
+    stats = Stats()
+    with psycopg.connect(dsn, application_name="hrdv-replay", autocommit=True) as conn:
+        sim = _prepare(conn, behaviour, seed, origin, backdated=True)
+        arrivals = ArrivalProcess(sim, behaviour)
+        sim.schedule(arrivals.next_after(origin), "arrival", 0)
+        began = last = time.monotonic()
+        while sim.next_due() < end and not _done(stats, began, None, max_changes):
+            _pace(began, sim.next_due() - origin, speedup)
+            _replay_transaction(conn, sim, arrivals, stats, end, changes_per_transaction)
+            if time.monotonic() - last >= progress_every:
+                last = time.monotonic()
+                _progress(stats, sim, began, "replay")
+        _sync_identities(conn)
+        _progress(stats, sim, began, "replay, done")
+    return stats
+
+
+def _pace(began: float, simulated_s: float, speedup: float) -> None:
+    ahead = simulated_s / speedup - (time.monotonic() - began)
+    if ahead > 0:
+        time.sleep(min(ahead, 1.0))
+
+
+def _replay_transaction(conn: psycopg.Connection, sim: Simulator, arrivals: "ArrivalProcess",
+                        stats: Stats, end: float, batch: int) -> None:
+    with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+        _notice_migration(conn, sim, stats)
+        target = stats.changes + batch
+        while stats.changes < target and sim.next_due() < end:
+            if sim.heap[0][2] == "arrival":
+                t = heapq.heappop(sim.heap)[0]
+                _apply(cur, sim.arrival(t), stats)
+                sim.schedule(arrivals.next_after(t), "arrival", 0)
+            else:
+                _apply(cur, sim.pop_event(), stats)
+    stats.transactions += 1
+
+
+class ArrivalProcess:
+    """New interactions of a day as a non-homogeneous Poisson process, by thinning: candidates
+    at the peak intensity, each kept with probability intensity(t) / peak.
+
+    A region's daily mean is customers x contacts_per_customer_day x its weekday weight; within
+    the day it follows the hourly curve in the region's local time."""
+
+    def __init__(self, sim: Simulator, b: Behaviour) -> None:
+        self.sim, self.b = sim, b
+        mean_hourly = sum(b.hourly_weights) / 24
+        self.scale = b.contacts_per_customer_day / mean_hourly / 86400
+        customers = sum(n for n, _ in sim.crm.regions.values())
+        peak = max(b.hourly_weights) * max(b.weekday_weights) * max(b.incident_multiplier, 1)
+        self.peak = customers * self.scale * peak
+
+    def next_after(self, t: float) -> float:
+        while True:
+            t += self.sim.rng.expovariate(self.peak)
+            self.sim.roll_incidents(t)
+            rate = sum(self.sim.region_weights(t).values()) * self.scale
+            if self.sim.rng.random() * self.peak < rate:
+                return t
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m hrdv.crm.live live --rate 20 [--duration S] | replay --day 2026-11-25 --speedup 60"""
+    import argparse
+
+    from hrdv.settings import load
+
+    parser = argparse.ArgumentParser(prog="python -m hrdv.crm.live", description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["live", "replay"])
+    parser.add_argument("--rate", type=float, default=20.0, help="live: changes per second")
+    parser.add_argument("--duration", type=float, help="live: seconds (default: until Ctrl-C)")
+    parser.add_argument("--max-changes", type=int)
+    parser.add_argument("--day", type=date.fromisoformat, help="replay: the day (Moscow time)")
+    parser.add_argument("--speedup", type=float, default=60.0, help="replay: x real time (inf: unpaced)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    dsn = load().crm_dsn
+    try:
+        if args.mode == "live":
+            run_live(dsn, args.rate, args.duration, args.max_changes, args.seed)
+        else:
+            run_replay(dsn, args.day or date.today(), args.speedup, args.seed, max_changes=args.max_changes)
+    except KeyboardInterrupt:
+        print("generator: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The behaviour model alone (hrdv.crm.behaviour): pure functions, no database, no clock."""
+from __future__ import annotations
+
+import random
+import statistics
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hrdv.crm import behaviour as bh
+from hrdv.crm.behaviour import Behaviour
+
+B = Behaviour()
+UTC = timezone.utc
+
+
+def test_defaults_are_valid_and_peak_late_morning() -> None:
+    assert len(B.hourly_weights) == 24 and len(B.weekday_weights) == 7
+    assert 10 <= B.peak_local_hour <= 12
+    assert abs(sum(B.channel_mix.values()) - 1) < 1e-9
+    with pytest.raises(ValueError):
+        Behaviour(hourly_weights=(1.0,) * 23)
+    with pytest.raises(ValueError):
+        Behaviour(repeat_24h_share=0.5, repeat_7d_share=0.3)
+
+
+def test_intensity_follows_local_time() -> None:
+    at = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)  # Wednesday: 11:30 in Moscow, 20:30 in Kamchatka
+    assert bh.intensity(B, at, 3) == pytest.approx(B.hourly_weights[11] * B.weekday_weights[2])
+    # The same local hour an hour later in a region one hour further west: same intensity.
+    assert bh.intensity(B, at, 7) == pytest.approx(bh.intensity(B, at + timedelta(hours=1), 6))
+    night = datetime(2026, 11, 25, 0, 30, tzinfo=UTC)  # 03:30 in Moscow, 12:30 in Kamchatka
+    assert bh.intensity(B, night, 12) > 10 * bh.intensity(B, night, 3)
+
+
+def test_weekend_is_quieter() -> None:
+    wednesday = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+    sunday = wednesday + timedelta(days=4)
+    assert bh.intensity(B, sunday, 3) < bh.intensity(B, wednesday, 3)
+
+
+def test_lognormal_has_the_given_median_and_a_long_tail() -> None:
+    rng = random.Random(1)
+    draws = [bh.lognormal(rng, 300, 0.8) for _ in range(20001)]
+    assert statistics.median(draws) == pytest.approx(300, rel=0.04)
+    assert statistics.mean(draws) > 1.2 * statistics.median(draws)
+
+
+def test_pick_is_independent_of_dict_order() -> None:
+    forward = {"a": 1.0, "b": 2.0, "c": 3.0}
+    backward = dict(reversed(list(forward.items())))
+    first = [bh.pick(random.Random(5), forward) for _ in range(50)]
+    assert first == [bh.pick(random.Random(5), backward) for _ in range(50)]
+
+
+def test_repeat_buckets_match_their_shares() -> None:
+    rng = random.Random(2)
+    n = 200_000
+    counts = Counter(bh.repeat_bucket(B, rng) for _ in range(n))
+    assert counts["24h"] / n == pytest.approx(B.repeat_24h_share, abs=0.004)
+    assert counts["7d"] / n == pytest.approx(B.repeat_7d_share, abs=0.004)
+    assert counts["30d"] / n == pytest.approx(B.repeat_30d_share, abs=0.004)
+    boosted = Counter(bh.repeat_bucket(B, rng, B.incident_repeat_boost) for _ in range(n))
+    assert boosted["24h"] / n == pytest.approx(B.repeat_24h_share * B.incident_repeat_boost, abs=0.006)
+
+
+def _plans(n: int, **kwargs) -> list[bh.InteractionPlan]:
+    rng = random.Random(3)
+    return [bh.plan_interaction(B, rng, rng.choice(sorted(B.channel_mix)), "internet.no_link", **kwargs)
+            for _ in range(n)]
+
+
+def test_interaction_plans_keep_the_lifecycle_order() -> None:
+    for plan in _plans(5000):
+        actions = [step.action for step in plan.steps]
+        assert all(step.delay_s > 0 for step in plan.steps)
+        if plan.test_record:
+            assert actions == ["assign", "delete"]
+            continue
+        assert actions[:3] == ["assign", "respond", "close"]
+        if "reopen" in actions:
+            at = actions.index("reopen")
+            assert actions[at:at + 3] == ["reopen", "respond", "close"]
+        assert actions.count("correct") <= 1 and actions[-1] in ("close", "correct")
+
+
+def test_interaction_plan_shares() -> None:
+    plans = [p for p in _plans(20000) if not p.test_record]
+    n = len(plans)
+    assert sum(p.resolved_first_contact for p in plans) / n == pytest.approx(B.fcr_share, abs=0.015)
+    reopened = sum(any(s.action == "reopen" for s in p.steps) for p in plans) / n
+    assert reopened == pytest.approx(B.reopen_share, abs=0.006)
+    assert sum(p.work_order for p in plans) / n == pytest.approx(B.work_order_share["internet"], abs=0.015)
+    assert sum(p.breaches_sla for p in plans) / n >= B.sla_breach_share * 0.9
+
+
+def test_overloaded_queue_stretches_first_responses() -> None:
+    calm = [p.steps[0].delay_s + p.steps[1].delay_s for p in _plans(3000) if not p.test_record]
+    busy = [p.steps[0].delay_s + p.steps[1].delay_s
+            for p in _plans(3000, queue_factor_now=5.0) if not p.test_record]
+    assert statistics.median(busy) == pytest.approx(5 * statistics.median(calm), rel=0.15)
+
+
+def test_incident_interactions_spawn_more_work_orders_and_claims() -> None:
+    plans = [p for p in _plans(10000, incident=True) if not p.test_record]
+    n = len(plans)
+    assert sum(p.work_order for p in plans) / n == pytest.approx(B.incident_work_order_share, abs=0.02)
+    assert sum(p.claim for p in plans) / n >= B.incident_claim_share * 0.85
+
+
+def test_work_order_plans() -> None:
+    rng = random.Random(4)
+    plans = [bh.plan_work_order(B, rng) for _ in range(20000)]
+    cancelled = 0
+    for plan in plans:
+        actions = [step.action for step in plan.steps]
+        assert actions[0] == "assign" and actions[-1] in ("done", "cancel")
+        cancelled += actions[-1] == "cancel"
+        if actions[-1] == "done":
+            assert "start" in actions and actions[-2] == "start"
+        for at, action in enumerate(actions):
+            if action == "postpone" and at + 1 < len(actions):
+                assert actions[at + 1] in ("start", "cancel")
+        assert str(plan.priority) in B.work_order_priority_mix
+        assert plan.sla_s == B.work_order_sla_hours[plan.priority] * 3600
+    assert cancelled / len(plans) == pytest.approx(B.cancel_share, abs=0.006)
+    reassigned = sum(any(s.action == "reassign" for s in p.steps) for p in plans) / len(plans)
+    assert reassigned == pytest.approx(B.reassign_share * (1 - B.cancel_share / 2), abs=0.02)
+
+
+def test_claim_plans() -> None:
+    rng = random.Random(5)
+    plans = [bh.plan_claim(B, rng) for _ in range(5000)]
+    assert {p.outcome for p in plans} == set(B.claim_outcome_mix)
+    assert all(p.deadline_s == 60 * 86400 and p.amount_rub > 0 for p in plans)
+    assert [s.action for s in plans[0].steps] == ["review", "decide"]
+
+
+def test_queue_factor() -> None:
+    assert bh.queue_factor(B, 0, 10) == 1.0
+    half = bh.queue_factor(B, 10 * B.contacts_per_operator_hour / 2, 10)
+    assert half == pytest.approx(2.0)
+    assert bh.queue_factor(B, 1e9, 10) == B.max_queue_factor
+    assert bh.queue_factor(B, 5, 0) == B.max_queue_factor
+
+
+def test_shifts_cover_the_day_once() -> None:
+    for hour in range(24):
+        assert sum(bh.on_shift(B, shift, hour) for shift in ("day", "evening", "night")) == 1
+
+
+def test_incidents() -> None:
+    rng = random.Random(6)
+    gaps = [bh.next_incident_gap(B, rng) for _ in range(20000)]
+    assert statistics.mean(gaps) == pytest.approx(86400 / B.incidents_per_day, rel=0.03)
+    at = datetime(2026, 11, 25, 8, tzinfo=UTC)
+    incident = bh.draw_incident(B, rng, at, {"RU-MOW": 10.0, "RU-SPE": 5.0},
+                                ["billing.invoice", "internet.no_link", "tv.no_signal"])
+    assert incident.topic == "internet.no_link" and incident.active(at)
+    assert incident.in_tail(B, incident.end + timedelta(hours=1))
+    regions = {"RU-MOW": (10.0, 3.0), "RU-SPE": (10.0, 3.0)}
+    weights = bh.region_weights(B, at, regions, [bh.Incident("RU-SPE", "internet.no_link", at, at + timedelta(hours=1))])
+    assert weights["RU-SPE"] == pytest.approx(B.incident_multiplier * weights["RU-MOW"])
+    assert bh.next_incident_gap(Behaviour(incidents_per_day=0), rng) == float("inf")
+
+
+def test_topic_weights_use_the_crms_leaves() -> None:
+    weights = bh.topic_weights(B, ["internet.no_link", "billing.invoice", "unknown.leaf"])
+    assert set(weights) == {"internet.no_link", "billing.invoice"}
+    assert bh.topic_weights(B, ["a", "b"]) == {"a": 1.0, "b": 1.0}
+
+
+def test_scaled_compresses_durations_not_curves() -> None:
+    fast = bh.scaled(B, 1 / 60)
+    assert fast.resolution_median_s == pytest.approx(B.resolution_median_s / 60)
+    assert fast.interaction_sla_hours["call"] == pytest.approx(B.interaction_sla_hours["call"] / 60)
+    assert fast.claim_deadline_days == pytest.approx(1)
+    assert fast.incidents_per_day == pytest.approx(B.incidents_per_day * 60)
+    assert fast.hourly_weights == B.hourly_weights and fast.shift_hours == B.shift_hours
+
+
+def test_changes_per_interaction_is_plausible() -> None:
+    assert 4 < bh.expected_changes_per_interaction(B) < 7
