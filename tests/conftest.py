@@ -13,8 +13,11 @@ os.environ.setdefault("HRDV_PORT_BASE", "58400")
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
 
+import dataclasses
+import itertools
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +60,49 @@ def stack() -> Iterator[Settings]:
         yield settings
     finally:
         _stop_all(settings)
+
+
+@pytest.fixture(scope="session")
+def crm_postgres() -> Iterator[Settings]:
+    """A PostgreSQL of its own (no Kafka) for the CRM's tests, stopped afterwards.
+
+    Its settings are derived, not exported: the suite's environment keeps pointing at the
+    shared stack, whatever order the tests run in.
+    """
+    from hrdv.stack import postgres
+
+    settings = dataclasses.replace(load(), home=Path("/tmp/hrdv-crm-tests"), pg_port=56632,
+                                   pg_password="hrdv-crm-tests")
+    postgres.start(settings)
+    try:
+        yield settings
+    finally:
+        postgres.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def crm_cluster(crm_postgres: Settings) -> Settings:
+    """crm_postgres with a seed database (a small bulk load) for the generator's tests."""
+    from crm_pg import build_seed
+
+    build_seed(crm_postgres)
+    return crm_postgres
+
+
+_copies = itertools.count()
+
+
+@pytest.fixture
+def fresh_crm(crm_cluster: Settings) -> Iterator[Callable[[], str]]:
+    """A factory of fresh copies of the seed database; returns each copy's DSN."""
+    from crm_pg import copy_seed, drop_database
+
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"crm_t{next(_copies)}")
+        return copy_seed(crm_cluster, made[-1])
+
+    yield make
+    for name in made:
+        drop_database(crm_cluster, name)

@@ -1,24 +1,19 @@
-"""A PostgreSQL of its own for the CRM generator's tests (home /tmp/hrdv-live, port 56832).
+"""The seed database of the CRM generator's tests, in the `crm_postgres` cluster (conftest).
 
-It does not use the conftest `stack` fixture: these tests need PostgreSQL only, not Kafka. A seed
-database is built once per session (schema, reference data, customers, employees, and a day of
+A seed database is built once per session (schema, reference data, customers, employees, and a day of
 history when hrdv.crm.bulk_load exists); each test gets a fresh copy of it (CREATE DATABASE ...
 TEMPLATE: about 0.1 s), so tests neither see nor disturb each other's changes.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import random
-from collections.abc import Callable, Iterator
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 
-from hrdv.settings import Settings, load
+from hrdv.settings import Settings
 
 SEED_DB = "crm_seed"
 CUSTOMERS = 2000
@@ -26,14 +21,6 @@ CUSTOMERS = 2000
 # continues it. Fixed rather than "now": the same seed must give the same database.
 AS_OF = datetime(2026, 11, 23, 21, 0, tzinfo=timezone.utc)
 REPLAY_DAY = date(2026, 11, 24)
-_counter = itertools.count()
-
-
-def live_settings() -> Settings:
-    # Not from the environment: conftest points HRDV_* at the shared test stack (and its
-    # `stack` fixture exports that stack's port and password), which must stay untouched.
-    return dataclasses.replace(load(), home=Path("/tmp/hrdv-live"), pg_port=56800 + 32,
-                               pg_password="hrdv-live-tests")
 
 
 def _tiny_seed(conn: psycopg.Connection) -> None:
@@ -62,7 +49,7 @@ def _tiny_seed(conn: psycopg.Connection) -> None:
             FROM service_areas s JOIN branches b ON b.code = s.branch_code""")
 
 
-def _build_seed(settings: Settings) -> None:
+def build_seed(settings: Settings) -> None:
     from hrdv.stack import postgres
 
     with postgres.admin_connect(settings) as admin:
@@ -86,19 +73,6 @@ def _build_seed(settings: Settings) -> None:
             _tiny_seed(conn)
 
 
-@pytest.fixture(scope="session")
-def crm_cluster() -> Iterator[Settings]:
-    from hrdv.stack import postgres
-
-    settings = live_settings()
-    postgres.start(settings)
-    try:
-        _build_seed(settings)
-        yield settings
-    finally:
-        postgres.stop(settings)
-
-
 def copy_seed(settings: Settings, name: str) -> str:
     """A fresh copy of the seed database named `name` (replacing any); returns its DSN."""
     from hrdv.stack import postgres
@@ -110,18 +84,8 @@ def copy_seed(settings: Settings, name: str) -> str:
     return settings.pg_dsn(name)
 
 
-@pytest.fixture
-def fresh_crm(crm_cluster: Settings) -> Callable[[], str]:
-    """A factory of fresh copies of the seed database; returns each copy's DSN."""
+def drop_database(settings: Settings, name: str) -> None:
     from hrdv.stack import postgres
 
-    made: list[str] = []
-
-    def make() -> str:
-        made.append(f"crm_t{next(_counter)}")
-        return copy_seed(crm_cluster, made[-1])
-
-    yield make
-    with postgres.admin_connect(crm_cluster) as admin:
-        for name in made:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with postgres.admin_connect(settings) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -2,7 +2,6 @@
 integrity, lifecycle order, determinism."""
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -11,8 +10,6 @@ import pytest
 
 from hrdv.crm import bulk_load, reference
 
-HOME = "/tmp/hrdv-crm"
-PORT_BASE = "56600"
 AS_OF = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
 CUSTOMERS = 20_000
 # Rows with a NOT NULL (or non-null) reference that has no target.
@@ -43,24 +40,12 @@ LIFECYCLE = {
 }
 
 
-@pytest.fixture(scope="session")
-def crm_pg() -> Iterator:
-    """A PostgreSQL cluster started with the project's code (no Kafka), stopped afterwards."""
-    os.environ["HRDV_HOME"], os.environ["HRDV_PORT_BASE"] = HOME, PORT_BASE
-    from hrdv import settings as settings_module
-    from hrdv.stack import postgres
-    settings = settings_module.load()
-    postgres.start(settings)
-    yield settings
-    postgres.stop(settings)
-
-
 @pytest.fixture(scope="module")
-def loaded(crm_pg) -> Iterator[str]:
-    with psycopg.connect(crm_pg.pg_dsn("postgres"), autocommit=True) as conn:
+def loaded(crm_postgres) -> Iterator[str]:
+    with psycopg.connect(crm_postgres.pg_dsn("postgres"), autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS crm_bulk_test")
         conn.execute("CREATE DATABASE crm_bulk_test")
-    dsn = crm_pg.pg_dsn("crm_bulk_test")
+    dsn = crm_postgres.pg_dsn("crm_bulk_test")
     with psycopg.connect(dsn, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
     bulk_load.load(dsn, CUSTOMERS, seed=7, jobs=2, progress=False, as_of=AS_OF)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from crm_pg import REPLAY_DAY, copy_seed, crm_cluster, fresh_crm  # noqa: F401  (fixtures)
+from crm_pg import REPLAY_DAY, copy_seed
 from hrdv.crm import behaviour as bh
 from hrdv.crm import live, migrate
 
@@ -72,7 +72,7 @@ def test_replay_same_seed_same_rows_and_times(fresh_crm) -> None:
 
 
 @pytest.fixture(scope="module")
-def migrated_mid_run(crm_cluster) -> dict:  # noqa: F811
+def migrated_mid_run(crm_cluster) -> dict:
     """A live run of 5 s at 1 500 changes/s; migration 001 is applied 2 s in."""
     dsn = copy_seed(crm_cluster, "crm_live_migration")
     with psycopg.connect(dsn) as conn:

@@ -1,30 +1,13 @@
 """The CRM schema (sql/crm/schema.sql) and its reference data, on a PostgreSQL of their own."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
-import pytest
 
 from hrdv import generator
 from hrdv.crm import reference
 
-HOME = "/tmp/hrdv-crm"
-PORT_BASE = "56600"
-
-
-@pytest.fixture(scope="session")
-def crm_pg() -> Iterator:
-    """A PostgreSQL cluster started with the project's code (no Kafka), stopped afterwards."""
-    os.environ["HRDV_HOME"], os.environ["HRDV_PORT_BASE"] = HOME, PORT_BASE
-    from hrdv import settings as settings_module
-    from hrdv.stack import postgres
-    settings = settings_module.load()
-    postgres.start(settings)
-    yield settings
-    postgres.stop(settings)
 
 
 def _fresh_db(settings, name: str) -> str:
@@ -34,9 +17,9 @@ def _fresh_db(settings, name: str) -> str:
     return settings.pg_dsn(name)
 
 
-def test_schema_applies_on_top_of_the_skeleton_and_again(crm_pg) -> None:
+def test_schema_applies_on_top_of_the_skeleton_and_again(crm_postgres) -> None:
     """The skeleton's schema with data in it, then the full schema twice."""
-    dsn = _fresh_db(crm_pg, "crm_schema_test")
+    dsn = _fresh_db(crm_postgres, "crm_schema_test")
     old = Path(__file__).parent / "data" / "crm_schema_skeleton.sql"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(old.read_text())
@@ -56,8 +39,8 @@ def test_schema_applies_on_top_of_the_skeleton_and_again(crm_pg) -> None:
                 "previous_interaction_id", "reopen_count", "sla_due_at"} <= columns
 
 
-def test_reference_data(crm_pg) -> None:
-    dsn = _fresh_db(crm_pg, "crm_reference_test")
+def test_reference_data(crm_postgres) -> None:
+    dsn = _fresh_db(crm_postgres, "crm_reference_test")
     with psycopg.connect(dsn, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
         one = lambda q: conn.execute(q).fetchone()  # noqa: E731

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from crm_pg import REPLAY_DAY, copy_seed, crm_cluster  # noqa: F401  (crm_cluster: a fixture)
+from crm_pg import REPLAY_DAY, copy_seed
 from hrdv.crm import live
 from hrdv.crm.behaviour import Behaviour
 
@@ -20,7 +20,7 @@ B = Behaviour(contacts_per_customer_day=2.0, incidents_per_day=0)
 
 
 @pytest.fixture(scope="module")
-def replayed(crm_cluster) -> str:  # noqa: F811
+def replayed(crm_cluster) -> str:
     dsn = copy_seed(crm_cluster, "crm_statistics")
     live.run_replay(dsn, REPLAY_DAY, speedup=math.inf, seed=11, behaviour=B,
                     changes_per_transaction=50)
