@@ -1,5 +1,6 @@
 """The live generator through the real pipeline: what it writes into the CRM arrives in the
-ClickHouse buffer (Debezium -> Kafka -> ingestor -> hrdv.interactions_buffer).
+ClickHouse buffer (Debezium -> Kafka -> ingestor -> hrdv.interactions_buffer), and its work-order
+and claim changes in their Kafka topics (their buffers come with their marts).
 
 Uses the shared session `stack` (conftest). The stack's CRM is shared with the end-to-end test,
 which compares all of the CRM's interactions with staging, so this test deletes the rows it
@@ -16,6 +17,7 @@ import pytest
 from hrdv import clickhouse
 from hrdv.crm import live
 from hrdv.crm.behaviour import Behaviour, scaled
+from resources.kafka import KafkaResource
 
 pytestmark = pytest.mark.stack
 
@@ -28,13 +30,37 @@ def _buffer_latest(dsn: str, first_id: int) -> dict[int, str | None]:
     return {int(i): status for i, status in rows}
 
 
+# The shared stack's CRM has customers but no staff: one engineer per service area lets the
+# generator open work orders.
+ENGINEERS_SQL = """
+INSERT INTO employees (full_name, role, region_code, service_area_code, specialisation, shift, hired_at)
+SELECT 'Инженер ' || sa.code, 'engineer', b.region_code, sa.code, 'internet', 'day', now()
+FROM service_areas AS sa JOIN branches AS b ON b.code = sa.branch_code
+WHERE NOT EXISTS (SELECT 1 FROM employees WHERE role = 'engineer')
+"""
+
+
+def _end_offset(kafka: KafkaResource, topic: str) -> int:
+    return sum(kafka.end_offsets([topic]).values())
+
+
 def test_live_changes_arrive_in_the_clickhouse_buffer(stack) -> None:
+    kafka = KafkaResource(bootstrap_servers=stack.kafka_bootstrap, consumer_group=stack.consumer_group,
+                          heartbeat_topic=stack.topic("debezium_heartbeat"))
+    work_orders_before = _end_offset(kafka, stack.topic("work_orders"))
     with psycopg.connect(stack.crm_dsn) as conn:
+        conn.execute(ENGINEERS_SQL)
         first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM interactions").fetchone()[0]
     try:
         stats = live.run_live(stack.crm_dsn, rate=60, duration=3, seed=21,
                               behaviour=scaled(Behaviour(), 1 / 600), progress_every=60)
         assert stats.actions["interactions.insert"] > 20 and stats.actions["interactions.update"] > 0
+        work_order_changes = sum(n for action, n in stats.actions.items() if action.startswith("work_orders."))
+        assert work_order_changes > 0, dict(stats.actions)
+        deadline = time.monotonic() + 40
+        while _end_offset(kafka, stack.topic("work_orders")) - work_orders_before < work_order_changes:
+            assert time.monotonic() < deadline, "work-order changes did not reach Kafka in 40 s"
+            time.sleep(1)
         with psycopg.connect(stack.crm_dsn) as conn:
             expected = dict(conn.execute("SELECT id, status FROM interactions WHERE id >= %s",
                                          (first_id,)).fetchall())
