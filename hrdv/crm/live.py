@@ -679,32 +679,3 @@ class ArrivalProcess:
             rate = sum(self.sim.region_weights(t).values()) * self.scale
             if self.sim.rng.random() * self.peak < rate:
                 return t
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m hrdv.crm.live live --rate 20 [--duration S] | replay --day 2026-11-25 --speedup 60"""
-    import argparse
-
-    from hrdv.settings import load
-
-    parser = argparse.ArgumentParser(prog="python -m hrdv.crm.live", description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["live", "replay"])
-    parser.add_argument("--rate", type=float, default=20.0, help="live: changes per second")
-    parser.add_argument("--duration", type=float, help="live: seconds (default: until Ctrl-C)")
-    parser.add_argument("--max-changes", type=int)
-    parser.add_argument("--day", type=date.fromisoformat, help="replay: the day (Moscow time)")
-    parser.add_argument("--speedup", type=float, default=60.0, help="replay: x real time (inf: unpaced)")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    dsn = load().crm_dsn
-    try:
-        if args.mode == "live":
-            run_live(dsn, args.rate, args.duration, args.max_changes, args.seed)
-        else:
-            run_replay(dsn, args.day or date.today(), args.speedup, args.seed, max_changes=args.max_changes)
-    except KeyboardInterrupt:
-        print("generator: stopped", flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,11 +4,10 @@
 transaction, so a migration is either applied and recorded or neither; applying it again does
 nothing. The live generator notices migration 001 while it runs (see hrdv.crm.live).
 
-    python -m hrdv.crm.migrate 001            # on the stack's CRM (HRDV_* settings)
+    ./hrdv.sh crm migrate 001            # on the stack's CRM (HRDV_* settings)
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import psycopg
@@ -52,18 +51,3 @@ def apply(dsn: str, name: str) -> bool:
             conn.execute(path.read_text())
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.stem,))
     return True
-
-
-def main(argv: list[str]) -> int:
-    from hrdv.settings import load
-
-    if len(argv) != 1:
-        print("usage: python -m hrdv.crm.migrate NAME   (e.g. 001)", file=sys.stderr)
-        return 2
-    ran = apply(load().crm_dsn, argv[0])
-    print(f"migration {migration_file(argv[0]).stem}: {'applied' if ran else 'already applied'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
