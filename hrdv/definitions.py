@@ -4,12 +4,13 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
 
 from hrdv.settings import load
-from hrdv_assets.interactions import INTERACTIONS, interaction_assets
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
 from partitions import reporting_windows
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
 from sensors.kafka_lag import build_window_sensor
+from sensors.late_changes import build_late_change_sensor
 
 _settings = load()
 
@@ -26,13 +27,25 @@ interactions_windows = define_asset_job(
     tags=CLICKHOUSE_TAGS,
 )
 
+# Recomputes the mart alone (no ClickHouse): for windows that later changes altered.
+interaction_kpi_recompute = define_asset_job(
+    name="interaction_kpi_recompute",
+    description="The interaction KPI mart of windows that changes staged later altered.",
+    selection=AssetSelection.assets(MART_KEY),
+    partitions_def=reporting_windows,
+    executor_def=in_process_executor,
+)
+
 defs = Definitions(
     assets=interaction_assets,
-    jobs=[interactions_windows],
+    jobs=[interactions_windows, interaction_kpi_recompute],
     sensors=[
         build_window_sensor(
             interactions_windows, [INTERACTIONS.topic], name="interactions_kafka_lag_sensor"
-        )
+        ),
+        build_late_change_sensor(
+            interaction_kpi_recompute, INTERACTIONS.staging_key, name="interactions_late_change_sensor"
+        ),
     ],
     resources={
         "clickhouse": ClickHouseResource(dsn=EnvVar("HRDV_CLICKHOUSE_DSN")),
