@@ -104,6 +104,25 @@ class KafkaResource(ConfigurableResource):
         finally:
             consumer.close()
 
+    def earliest_commit(self, topics: list[str], probe: int = 10) -> datetime | None:
+        """PostgreSQL commit time of the oldest change still in the topics, or None.
+
+        Reads the first few messages of each partition (a tombstone carries no time).
+        """
+        consumer = self._consumer()
+        try:
+            found = []
+            for tp in self.partitions(consumer, topics):
+                low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
+                for offset in range(low, min(high, low + probe)):
+                    commit = self._commit_time_at(consumer, tp.topic, tp.partition, offset)
+                    if commit is not None:
+                        found.append(commit)
+                        break
+            return min(found, default=None)
+        finally:
+            consumer.close()
+
     @staticmethod
     def _commit_time_at(consumer: Consumer, topic: str, partition: int, offset: int):
         consumer.assign([TopicPartition(topic, partition, offset)])

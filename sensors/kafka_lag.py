@@ -19,8 +19,8 @@ the small disorder between commit timestamps and commit order of concurrent tran
 heartbeat keeps the frontier moving when the CRM is idle, so quiet windows close too. A barrier
 is kept until it is met, so a busy stream cannot starve the sensor. The cursor remembers the last
 window requested: each window is requested once (its run key is the window too). On the first
-tick the sensor starts with the window that contains the first heartbeat it sees; older windows
-are for backfills.
+tick the sensor starts with the window of the oldest change still in the topics (a snapshot
+taken before Dagster started included), but not before the first partition.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from dagster import (
     sensor,
 )
 
-from partitions import WINDOW, WINDOW_ORIGIN, closed_windows_between, window_of
+from partitions import WINDOW, WINDOW_ORIGIN, closed_windows_between, reporting_windows, window_of
 from resources.kafka import KafkaResource, PartitionLag
 
 GRACE = timedelta(seconds=1)
@@ -84,8 +84,10 @@ def plan_windows(
     lags: list[PartitionLag],
     heartbeat: datetime | None,
     end_offsets: dict[str, int],
+    earliest: datetime | None = None,
 ) -> Plan:
-    """Pure decision of one tick. `lags` are read first, then `heartbeat`, then `end_offsets`."""
+    """Pure decision of one tick. `lags` are read first, then `heartbeat`, then `end_offsets`;
+    `earliest` (the oldest change in the topics) only matters on the first tick."""
     cursor = WindowCursor(**asdict(cursor))
     committed = {lag.name: lag.committed for lag in lags}
     behind = {
@@ -103,7 +105,8 @@ def plan_windows(
     if heartbeat is None and cursor.frontier is None:
         return Plan([], cursor, "no heartbeat-table change in Kafka yet: is the connector running?")
     if cursor.requested_until is None:
-        first = _dt(cursor.frontier) or heartbeat
+        first = min(filter(None, [earliest, _dt(cursor.frontier), heartbeat]))
+        first = max(first, reporting_windows.start)
         cursor.requested_until = _floor_to_window(first).isoformat()
     if cursor.frontier is None:
         return Plan([], cursor, f"waiting for ClickHouse ingestion to reach the first barrier ({_lag_text(behind, lags)})")
@@ -143,7 +146,9 @@ def build_window_sensor(job: JobDefinition, data_topics: list[str], name: str) -
         lags = kafka.lag(data_topics)
         heartbeat = kafka.latest_heartbeat()
         end_offsets = {f"{t}[{p}]": o for (t, p), o in kafka.end_offsets(data_topics).items()}
-        plan = plan_windows(WindowCursor.parse(context.cursor), lags, heartbeat, end_offsets)
+        cursor = WindowCursor.parse(context.cursor)
+        earliest = kafka.earliest_commit(data_topics) if cursor.requested_until is None else None
+        plan = plan_windows(cursor, lags, heartbeat, end_offsets, earliest)
         for _ in range(CONFIRM_POLLS):
             if plan.windows or plan.cursor.barrier_heartbeat is None:
                 break

@@ -61,3 +61,19 @@ def test_window_waits_for_grace_after_its_end() -> None:
 def test_cursor_round_trips() -> None:
     cursor = WindowCursor(requested_until=T0.isoformat(), barrier_offsets={"t[0]": 5})
     assert WindowCursor.parse(cursor.dump()) == cursor
+
+
+def test_the_first_window_is_that_of_the_oldest_change_in_the_topics() -> None:
+    snapshot = T0 - 2 * WINDOW + timedelta(seconds=3)  # taken before Dagster started
+    plan = plan_windows(WindowCursor(), lag(100, 100), T0 + timedelta(seconds=5), {f"{TOPIC}[0]": 100},
+                        earliest=snapshot)
+    assert plan.cursor.requested_until == (T0 - 2 * WINDOW).isoformat()
+    # The barrier of the first tick (heartbeat T0 + 5 s) is met: complete up to T0 + 4 s.
+    plan = plan_windows(plan.cursor, lag(100, 100), T0 + WINDOW + 2 * GRACE, {f"{TOPIC}[0]": 100})
+    assert plan.windows == [key(T0 - 2 * WINDOW), key(T0 - WINDOW)]
+
+
+def test_the_first_window_is_never_before_the_first_partition() -> None:
+    ancient = reporting_windows.start - timedelta(days=30)
+    plan = plan_windows(WindowCursor(), lag(0), T0, {}, earliest=ancient)
+    assert plan.cursor.requested_until == reporting_windows.start.astimezone(timezone.utc).isoformat()
