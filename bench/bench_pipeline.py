@@ -1,6 +1,6 @@
 """Latency and memory of the whole pipeline, sensor-driven, on its own stack.
 
-    .venv/bin/python bench/bench_pipeline.py [--rate 100] [--seconds 60] [--phases 3]
+    .venv/bin/python bench/bench_pipeline.py [--rate 100] [--seconds 60] [--phases 3] [--generator live]
 
 Starts a fresh stack in $HRDV_HOME (default /tmp/hrdv-bench, ports from 59400) with the Dagster
 daemon and the real Kafka-lag sensor, measures resident memory at rest, then runs the generator
@@ -28,6 +28,7 @@ import psycopg  # noqa: E402
 from _stack import fresh_stack, stop_everything  # noqa: E402
 
 from hrdv import generator  # noqa: E402
+from hrdv.crm import live  # noqa: E402
 from hrdv.cli import SERVICES  # noqa: E402
 from hrdv.clickhouse import session  # noqa: E402
 from hrdv.stack import process  # noqa: E402
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="CRM changes per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of one phase")
     parser.add_argument("--phases", type=int, default=3, help="phases; the median of phases is printed")
+    parser.add_argument("--generator", choices=["live", "simple"], default="live",
+                        help="live: hrdv.crm.live (thousands of changes/s); simple: hrdv.generator")
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args()
 
@@ -118,7 +121,8 @@ def main() -> None:
         under_load: dict[str, float] = {}
         for phase in range(1, args.phases + 1):
             since = datetime.now(timezone.utc)
-            writer = threading.Thread(target=generator.run, kwargs={
+            run = live.run_live if args.generator == "live" else generator.run
+            writer = threading.Thread(target=run, kwargs={
                 "dsn": settings.crm_dsn, "rate": args.rate, "duration": args.seconds,
                 "seed": phase, "progress_every": 1e9})
             writer.start()
