@@ -23,9 +23,8 @@ from datetime import datetime, timezone
 
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 
-import psutil  # noqa: E402
 import psycopg  # noqa: E402
-from _stack import fresh_stack, stop_everything  # noqa: E402
+from _stack import fresh_stack, stop_stack  # noqa: E402
 
 from hrdv import generator  # noqa: E402
 from hrdv.crm import live  # noqa: E402
@@ -38,19 +37,10 @@ COMPONENTS = ["postgres", "kafka", "connect", *SERVICES]
 
 def rss_by_component(settings) -> dict[str, float]:
     """MiB resident per component, children included (PostgreSQL's backends, Dagster's runs)."""
-    result = {}
-    pg_pid = postgres_pid(settings)
-    for name in COMPONENTS:
-        pid = pg_pid if name == "postgres" else process.pid_of(name, settings)
-        if not pid:
-            continue
-        try:
-            proc = psutil.Process(pid)
-            procs = [proc, *proc.children(recursive=True)]
-            result[name] = sum(p.memory_info().rss for p in procs) / 2**20
-        except psutil.Error:
-            continue
-    return result
+    pids = {name: process.pid_of(name, settings) for name in COMPONENTS}
+    pids["postgres"] = postgres_pid(settings)
+    sizes = {name: process.tree_rss_mib(pid) for name, pid in pids.items()}
+    return {name: mib for name, mib in sizes.items() if mib is not None}
 
 
 def postgres_pid(settings) -> int | None:
@@ -151,7 +141,7 @@ def main() -> None:
         print(f"  {'total':18} {sum(at_rest.values()):7.0f} / {sum(under_load.values()):7.0f}")
     finally:
         if not args.keep:
-            stop_everything(settings)
+            stop_stack(settings)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import os
 
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 
-from _stack import fresh_stack, stop_everything  # noqa: E402
+from _stack import fresh_stack, stop_stack  # noqa: E402
 
 import psycopg  # noqa: E402
 from dagster import DagsterInstance, materialize  # noqa: E402
@@ -117,7 +117,7 @@ def main() -> None:
         print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "
               f"(staging + mart of one window, in-process)")
     finally:
-        stop_everything(settings)
+        stop_stack(settings)
 
 
 if __name__ == "__main__":

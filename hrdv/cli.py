@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import click
-import psutil
 import psycopg
 
 from hrdv import generator
@@ -128,30 +129,46 @@ def up(rate: float, customers: int, history_days: int, dagster: bool) -> None:
     )
 
 
-@main.command()
-def down() -> None:
-    """Stop everything `up` started; the data stays."""
+def stop_stack(settings: Settings) -> None:
+    """Stop everything `up` starts, in reverse order; the data stays."""
     from hrdv.stack import kafka, postgres, process
 
-    settings = load()
     for name in reversed(SERVICES):
         if process.stop(name, settings):
             click.echo(f"{name}: stopped")
     kafka.stop_connect(settings)
     kafka.stop_broker(settings)
     postgres.stop(settings)
+
+
+def fresh_stack(customers: int, dagster: bool = False) -> Settings:
+    """Wipe $HRDV_HOME and start a new stack there with the ingestor (tests, benches).
+
+    The stack's settings are exported to this process too: Dagster's resources read them.
+    """
+    stop_stack(load())  # leftovers of an interrupted run
+    shutil.rmtree(load().home, ignore_errors=True)
+    settings = load()  # a new password for the new cluster
+    os.environ.update(settings.child_env())
+    start_infrastructure(settings, customers=customers)
+    _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+    if dagster:
+        start_dagster(settings)
+    return settings
+
+
+@main.command()
+def down() -> None:
+    """Stop everything `up` started; the data stays."""
+    stop_stack(load())
     click.echo("stack stopped")
 
 
 def _memory_mib(pid: int | None) -> str:
-    if not pid:
-        return "-"
-    try:
-        proc = psutil.Process(pid)
-        rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-        return f"{rss / 2**20:.0f} MiB resident"
-    except psutil.Error:
-        return "-"
+    from hrdv.stack import process
+
+    rss = process.tree_rss_mib(pid)
+    return "-" if rss is None else f"{rss:.0f} MiB resident"
 
 
 def _postgres_line(health: dict) -> str:

@@ -15,23 +15,12 @@ os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strfti
 
 import dataclasses
 import itertools
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hrdv.settings import Settings, load
-
-
-def _stop_all(settings: Settings) -> None:
-    from hrdv.stack import kafka, postgres, process
-
-    for name in ("generator", "ingestor"):
-        process.stop(name, settings)
-    kafka.stop_connect(settings)
-    kafka.stop_broker(settings)
-    postgres.stop(settings)
 
 
 @pytest.fixture
@@ -47,19 +36,14 @@ def dsn(tmp_path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """The real stack (PostgreSQL, Kafka, Connect + Debezium, chDB, ingestor), fresh, on test ports."""
-    from hrdv.cli import _spawn_python, start_infrastructure
+    from hrdv.cli import fresh_stack, stop_stack
 
     settings = load()
-    _stop_all(settings)  # leftovers of an interrupted run
-    shutil.rmtree(settings.home, ignore_errors=True)
-    settings = load()  # a new password for the new cluster
-    os.environ.update(settings.child_env())  # what the Dagster resources read (EnvVar)
     try:
-        start_infrastructure(settings, customers=500)
-        _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+        settings = fresh_stack(customers=500)
         yield settings
     finally:
-        _stop_all(settings)
+        stop_stack(settings)
 
 
 @pytest.fixture(scope="session")

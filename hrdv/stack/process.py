@@ -180,14 +180,18 @@ def _failure(message: str, log: Path | None) -> str:
     return f"{message}; see {log}\n--- last lines of {log.name} ---\n{log_tail(log)}"
 
 
-def rss_mib(name: str, settings: Settings) -> float | None:
-    """Resident memory of a component (with its children), in MiB; None if not running."""
-    pid = pid_of(name, settings)
-    if pid is None:
+def tree_rss_mib(pid: int | None) -> float | None:
+    """Resident memory of a process and its children, in MiB; None if it does not run."""
+    if not pid:
         return None
     try:
         root = psutil.Process(pid)
         total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return None
     return round(total / 2**20, 1)
+
+
+def rss_mib(name: str, settings: Settings) -> float | None:
+    """Resident memory of a component (with its children), in MiB; None if not running."""
+    return tree_rss_mib(pid_of(name, settings))
