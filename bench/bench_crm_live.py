@@ -1,6 +1,6 @@
 """How many row changes per second the live CRM generator writes into PostgreSQL on this machine.
 
-A PostgreSQL of its own (home /tmp/hrdv-bench-crm, port 59632), a CRM bulk-loaded with
+A PostgreSQL of its own (home /tmp/hrdv-bench-crm, port 29632), a CRM bulk-loaded with
 --customers customers and a day of history; each run gets a fresh copy of it. Two measurements,
 each the median of --runs short runs:
   1. throughput: the generator unpaced (a target rate far above what it reaches);
@@ -29,7 +29,7 @@ TEMPLATE = "crm_bench_seed"
 
 
 def _settings() -> Settings:
-    return dataclasses.replace(load(), home=Path("/tmp/hrdv-bench-crm"), pg_port=59632,
+    return dataclasses.replace(load(), home=Path("/tmp/hrdv-bench-crm"), pg_port=29632,
                                pg_password="hrdv-bench-crm")
 
 

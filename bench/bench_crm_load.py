@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_crm_load.py [--customers 1000000 10000000] [--runs 3] [--jobs 2]
 
-Runs on a PostgreSQL of its own (HRDV_HOME /tmp/hrdv-crm-bench, ports from 56700; only
+Runs on a PostgreSQL of its own (HRDV_HOME /tmp/hrdv-crm-bench, ports from 26700; only
 PostgreSQL, with the stack's configuration: wal_level=logical, 128 MB shared buffers), a fresh
 database per run, dropped afterwards. For each size: the median run's per-table rows/s, then
 pg_total_relation_size per table and pg_database_size.
@@ -15,7 +15,7 @@ import statistics
 from datetime import datetime, timezone
 
 os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-crm-bench")
-os.environ.setdefault("HRDV_PORT_BASE", "56700")
+os.environ.setdefault("HRDV_PORT_BASE", "26700")
 
 import psycopg  # noqa: E402
 

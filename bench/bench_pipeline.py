@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_pipeline.py [--rate 100] [--seconds 60] [--phases 3] [--generator live]
 
-Starts a fresh stack in $HRDV_HOME (default /tmp/hrdv-bench, ports from 59400) with the Dagster
+Starts a fresh stack in $HRDV_HOME (default /tmp/hrdv-bench, ports from 29400) with the Dagster
 daemon and the real Kafka-lag sensor, measures resident memory at rest, then runs the generator
 in phases of --seconds at --rate changes/s and prints, per phase and as the median of phases:
 - commit -> ClickHouse buffer: ingested_at - committed_at of every change (p50, p95);

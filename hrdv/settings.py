@@ -146,7 +146,9 @@ def _password(home: Path) -> str:
 
 def load() -> Settings:
     home = Path(_env("HRDV_HOME", str(REPO_ROOT / ".hrdv"))).resolve()
-    base = _int_env("HRDV_PORT_BASE", 55400)
+    # Below 32768: Linux hands out 32768-60999 as ephemeral ports to outgoing connections, and a
+    # server port in that range can be taken by some client socket just before the server binds.
+    base = _int_env("HRDV_PORT_BASE", 25400)
     window = _int_env("HRDV_WINDOW_MINUTES", 15)
     if window <= 0 or 60 % window:
         raise SystemExit(f"HRDV_WINDOW_MINUTES must divide 60 (1, 5, 15, 30, 60 ...), got {window}")

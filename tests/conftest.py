@@ -9,7 +9,7 @@ import os
 from datetime import datetime, timezone
 
 os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-test")
-os.environ.setdefault("HRDV_PORT_BASE", "58400")
+os.environ.setdefault("HRDV_PORT_BASE", "28400")
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
 
@@ -55,7 +55,7 @@ def crm_postgres() -> Iterator[Settings]:
     """
     from hrdv.stack import postgres
 
-    settings = dataclasses.replace(load(), home=Path("/tmp/hrdv-crm-tests"), pg_port=56632,
+    settings = dataclasses.replace(load(), home=Path("/tmp/hrdv-crm-tests"), pg_port=26632,
                                    pg_password="hrdv-crm-tests")
     postgres.start(settings)
     try:

@@ -25,7 +25,7 @@ from hrdv.settings import Settings, load
 
 pytestmark = pytest.mark.stack
 
-BROKER_ENV = {"HRDV_HOME": "/tmp/hrdv-ch", "HRDV_PORT_BASE": "57400"}
+BROKER_ENV = {"HRDV_HOME": "/tmp/hrdv-ch", "HRDV_PORT_BASE": "27400"}
 PORT_VARS = ("HRDV_KAFKA_PORT", "HRDV_KAFKA_CONTROLLER_PORT", "HRDV_CONNECT_PORT")
 PARTITIONS = 2
 
