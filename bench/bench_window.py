@@ -104,7 +104,7 @@ def main() -> None:
         resources = {name: defs.resources[name] for name in ("clickhouse", "hrdv_db", "kafka")}
         timings = []
         for run in range(1, args.runs + 1):
-            with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
+            with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
                 conn.execute("TRUNCATE staging.interactions, mart.interaction_kpi")
             began = time.monotonic()
             result = materialize(interaction_assets, partition_key=key, resources=resources,

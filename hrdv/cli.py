@@ -44,9 +44,12 @@ def init_stores(settings: Settings, customers: int, history_days: int = 0, seed:
     """
     from hrdv.clickhouse import apply_schema
     from hrdv.crm import bulk_load
+    from hrdv.stack import postgres
 
-    with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
         conn.execute(sql_text("postgres/hrdv_schema.sql"))
+        postgres.apply_grants(conn, REPO_ROOT / "sql" / "postgres" / "hrdv_grants.sql",
+                              writer=settings.writer.user, reporting=settings.reporting.user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
         empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM customers)").fetchone()[0]
         if history_days > 0 and empty:
@@ -120,7 +123,10 @@ def up(rate: float, customers: int, history_days: int, dagster: bool) -> None:
     click.echo(
         f"\nHRDV is up in {time.monotonic() - started:.0f} s.\n"
         f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor interactions_kafka_lag_sensor)\n"
-        f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster; user {settings.pg_user}, password in {settings.home / 'secrets.env'}\n"
+        f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster; passwords in {settings.home / 'secrets.env'}\n"
+        f"               logins: {settings.pg_user} (owner), {settings.writer.user} (pipeline), "
+        f"{settings.reporting.user} (dashboards, read-only), {settings.debezium.user} (replication), "
+        f"{settings.dagster.user} (Dagster storage)\n"
         f"  Kafka        {settings.kafka_bootstrap}   Connect {settings.connect_url}\n"
         f"  ClickHouse   {settings.clickhouse_dsn}\n"
         f"  Logs         {settings.logs}\n"

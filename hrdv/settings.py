@@ -1,15 +1,26 @@
 """One place that turns environment variables into the stack's settings.
 
 Every port, path and credential has a working default, so a plain checkout runs; a second stack
-runs beside the first with another HRDV_HOME and HRDV_PORT_BASE. The local PostgreSQL password is
-generated on first start and kept in $HRDV_HOME/secrets.env, never in the repository.
+runs beside the first with another HRDV_HOME and HRDV_PORT_BASE.
+
+PostgreSQL logins, one per job (least privilege; the grants are in sql/*/grants*.sql):
+- owner (HRDV_PG_USER, `hrdv`): owns the databases and their schemas, applies DDL, and writes the
+  CRM as the CRM application does;
+- Debezium (HRDV_DEBEZIUM_USER): REPLICATION, SELECT on the captured tables, and the heartbeat row;
+- writer (HRDV_WRITER_USER): the pipeline's reads and writes of staging and marts, no DDL;
+- reporting (HRDV_REPORTING_USER): SELECT on the marts, for dashboards;
+- Dagster (HRDV_DAGSTER_PG_USER): owns only the `dagster` database (run and event storage).
+Each password comes from its HRDV_*_PASSWORD variable, else from $HRDV_HOME/secrets.env, where a
+missing one is generated on first use (0600, never in the repository).
 """
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +46,17 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class Login:
+    """A PostgreSQL role that logs in, with its password."""
+
+    user: str
+    password: str = ""
+
+    def __repr__(self) -> str:  # never print a password in a traceback or a log
+        return f"Login(user={self.user!r})"
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     pg_port: int
@@ -43,13 +65,17 @@ class Settings:
     connect_port: int
     dagster_port: int
     pg_user: str
-    pg_password: str
+    pg_password: str = field(repr=False)
     clickhouse_dsn: str
     topic_prefix: str
     consumer_group: str
     connector_name: str
     window_minutes: int
     partitions_start: str
+    debezium: Login = Login("hrdv_debezium")
+    writer: Login = Login("hrdv_writer")
+    reporting: Login = Login("hrdv_reporting")
+    dagster: Login = Login("hrdv_dagster")
 
     # --- derived locations -------------------------------------------------------------
     @property
@@ -72,18 +98,34 @@ class Settings:
     def jars(self) -> Path:
         return REPO_ROOT / ".hrdv-jars"
 
-    def pg_dsn(self, database: str) -> str:
-        return (
-            f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{database}"
-        )
+    @property
+    def owner(self) -> Login:
+        return Login(self.pg_user, self.pg_password)
+
+    def pg_dsn(self, database: str, login: Login | None = None) -> str:
+        """libpq URL of a database here, as the owner unless another login is given."""
+        login = login or self.owner
+        return f"postgresql://{login.user}:{login.password}@127.0.0.1:{self.pg_port}/{database}"
 
     @property
     def crm_dsn(self) -> str:
+        """The CRM as its application (the owner): the generators, migrations, admin checks."""
         return self.pg_dsn("crm")
 
     @property
     def hrdv_dsn(self) -> str:
+        """The warehouse as the pipeline's writer: staging and marts, no DDL."""
+        return self.pg_dsn("hrdv", self.writer)
+
+    @property
+    def hrdv_admin_dsn(self) -> str:
+        """The warehouse as its owner: schema changes (DDL) and grants."""
         return self.pg_dsn("hrdv")
+
+    @property
+    def reporting_dsn(self) -> str:
+        """The marts, read-only: what dashboards (Superset) connect with."""
+        return self.pg_dsn("hrdv", self.reporting)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -113,7 +155,8 @@ class Settings:
             HRDV_CONNECT_PORT=str(self.connect_port),
             HRDV_DAGSTER_PORT=str(self.dagster_port),
             HRDV_PG_USER=self.pg_user,
-            HRDV_PG_PASSWORD=self.pg_password,
+            HRDV_DAGSTER_PG_USER=self.dagster.user,
+            HRDV_DAGSTER_PG_PASSWORD=self.dagster.password,
             HRDV_CLICKHOUSE_DSN=self.clickhouse_dsn,
             HRDV_TOPIC_PREFIX=self.topic_prefix,
             HRDV_CONSUMER_GROUP=self.consumer_group,
@@ -122,6 +165,7 @@ class Settings:
             HRDV_PARTITIONS_START=self.partitions_start,
             HRDV_CRM_DSN=self.crm_dsn,
             HRDV_DSN=self.hrdv_dsn,
+            HRDV_REPORTING_DSN=self.reporting_dsn,
             HRDV_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             HRDV_CONNECT_URL=self.connect_url,
             DAGSTER_HOME=str(self.dagster_home),
@@ -129,19 +173,32 @@ class Settings:
         return env
 
 
-def _password(home: Path) -> str:
-    explicit = os.environ.get("HRDV_PG_PASSWORD", "").strip()
+def _password(home: Path, variable: str) -> str:
+    """$variable if set, else its line in $HRDV_HOME/secrets.env, generated there if missing.
+
+    Under a file lock: the processes of a stack may load their settings at the same moment, and
+    two of them must not generate two different passwords.
+    """
+    explicit = os.environ.get(variable, "").strip()
     if explicit:
         return explicit
-    secrets_file = home / "secrets.env"
-    stored = _read_env_file(secrets_file).get("HRDV_PG_PASSWORD")
-    if stored:
-        return stored
     home.mkdir(parents=True, exist_ok=True)
-    generated = secrets.token_urlsafe(18)
-    secrets_file.write_text(f"HRDV_PG_PASSWORD={generated}\n")
-    secrets_file.chmod(0o600)
-    return generated
+    secrets_file = home / "secrets.env"
+    with FileLock(str(home / ".secrets.lock")):
+        stored = _read_env_file(secrets_file).get(variable)
+        if stored:
+            return stored
+        generated = secrets.token_urlsafe(18)
+        secrets_file.touch(mode=0o600)
+        secrets_file.chmod(0o600)
+        with open(secrets_file, "a") as out:
+            out.write(f"{variable}={generated}\n")
+        return generated
+
+
+def _login(home: Path, name: str, default_user: str) -> Login:
+    """The role HRDV_<name>_USER (default_user) with HRDV_<name>_PASSWORD."""
+    return Login(_env(f"HRDV_{name}_USER", default_user), _password(home, f"HRDV_{name}_PASSWORD"))
 
 
 def load() -> Settings:
@@ -160,11 +217,15 @@ def load() -> Settings:
         connect_port=_int_env("HRDV_CONNECT_PORT", base + 83),
         dagster_port=_int_env("HRDV_DAGSTER_PORT", base + 30),
         pg_user=_env("HRDV_PG_USER", "hrdv"),
-        pg_password=_password(home),
+        pg_password=_password(home, "HRDV_PG_PASSWORD"),
         clickhouse_dsn=_env("HRDV_CLICKHOUSE_DSN", f"chdb://{home / 'clickhouse'}"),
         topic_prefix=_env("HRDV_TOPIC_PREFIX", "crm"),
         consumer_group=_env("HRDV_CONSUMER_GROUP", "hrdv-clickhouse"),
         connector_name=_env("HRDV_CONNECTOR_NAME", "hrdv-crm"),
         window_minutes=window,
         partitions_start=_env("HRDV_PARTITIONS_START", "2026-11-01-00:00"),
+        debezium=_login(home, "DEBEZIUM", "hrdv_debezium"),
+        writer=_login(home, "WRITER", "hrdv_writer"),
+        reporting=_login(home, "REPORTING", "hrdv_reporting"),
+        dagster=_login(home, "DAGSTER_PG", "hrdv_dagster"),
     )

@@ -44,8 +44,9 @@ def test_postgres_up_and_bootstrap_idempotent(stack: Settings) -> None:
     with psycopg.connect(stack.crm_dsn) as conn:
         dbs = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
         assert {"crm", "hrdv", "dagster"} <= dbs
-        assert conn.execute("SELECT rolreplication FROM pg_roles WHERE rolname = current_user"
-                            ).fetchone()[0]
+        # Debezium's own login streams; the owner does not (tests/test_roles.py has the rest).
+        assert conn.execute("SELECT rolreplication FROM pg_roles WHERE rolname = %s",
+                            [stack.debezium.user]).fetchone()[0]
         assert conn.execute("SELECT wal_level FROM (SELECT current_setting('wal_level') AS "
                             "wal_level) s").fetchone()[0] == "logical"
 
@@ -67,7 +68,9 @@ def test_connector_registered_and_streaming(stack: Settings) -> None:
     assert status["connector"]["state"] == "RUNNING"
     assert [t["state"] for t in status["tasks"]] == ["RUNNING"]
     config = requests.get(connect._url(stack, "/config"), timeout=10).json()
-    assert stack.pg_password not in json.dumps(config)  # only the ${file:...} reference
+    assert config["database.user"] == stack.debezium.user
+    for password in (stack.pg_password, stack.debezium.password):
+        assert password not in json.dumps(config)  # only the ${file:...} reference
     slots = {s["slot_name"]: s for s in postgres.health(stack)["slots"]}
     assert slots[stack.slot_name]["active"]
 

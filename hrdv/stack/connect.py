@@ -29,6 +29,12 @@ def publication_name(settings: Settings) -> str:
     return f"{settings.connector_name.replace('-', '_')}_pub"
 
 
+def captured_tables() -> list[str]:
+    """The tables Debezium captures, schema-qualified: the config's table.include.list."""
+    raw = json.loads(CONFIG_TEMPLATE.read_text())
+    return [name.strip() for name in raw["table.include.list"].split(",")]
+
+
 def _secrets_file(settings: Settings) -> Path:
     return settings.home / "conf" / "connect-secrets.properties"
 
@@ -38,7 +44,7 @@ def _write_secret(settings: Settings) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.chmod(0o600)
-    escaped = settings.pg_password.replace("\\", "\\\\")  # java.util.Properties escaping
+    escaped = settings.debezium.password.replace("\\", "\\\\")  # java.util.Properties escaping
     path.write_text(f"{PASSWORD_KEY}={escaped}\n")
     return path
 
@@ -47,7 +53,7 @@ def connector_config(settings: Settings) -> dict[str, str]:
     """The connector config as registered (password as a FileConfigProvider reference)."""
     values = {
         "pg_port": str(settings.pg_port),
-        "pg_user": settings.pg_user,
+        "pg_user": settings.debezium.user,
         "topic_prefix": settings.topic_prefix,
         "slot_name": settings.slot_name,
         "publication_name": publication_name(settings),

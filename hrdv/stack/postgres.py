@@ -19,12 +19,13 @@ import psycopg
 from psycopg import sql
 
 from hrdv.crm import reference
-from hrdv.settings import REPO_ROOT, Settings
+from hrdv.settings import REPO_ROOT, Login, Settings
+from hrdv.stack.connect import captured_tables, publication_name
 from hrdv.stack.process import StackError, log_tail
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCHEMA_SQL = REPO_ROOT / "sql" / "crm" / "schema.sql"
-DATABASES = ("crm", "hrdv", "dagster")
+GRANTS_CRM = REPO_ROOT / "sql" / "crm" / "grants.sql"
 
 
 def ensure_installed() -> None:
@@ -173,12 +174,18 @@ def admin_connect(settings: Settings, dbname: str = "postgres") -> psycopg.Conne
 
 
 def bootstrap(settings: Settings) -> None:
-    """Role, databases, CRM schema. Safe to run again: every step checks or uses IF NOT EXISTS,
-    and the role's password is re-set so it always matches the settings."""
+    """Roles, databases, CRM schema and Debezium's grants. Safe to run again: every step checks
+    or uses IF NOT EXISTS, and the passwords are re-set so they always match the settings."""
     with admin_connect(settings) as conn:
-        _ensure_role(conn, settings)
-        for db in DATABASES:
-            _ensure_database(conn, db, settings.pg_user)
+        for login, attributes in _roles(settings):
+            _ensure_role(conn, login, attributes)
+        _ensure_database(conn, "crm", settings.pg_user)
+        _ensure_database(conn, "hrdv", settings.pg_user)
+        _ensure_database(conn, "dagster", settings.dagster.user)
+        # crm and hrdv get theirs from their grants files; PUBLIC may connect anywhere by default.
+        conn.execute("REVOKE ALL ON DATABASE dagster FROM PUBLIC")
+    with admin_connect(settings, "dagster") as conn:
+        _hand_over_tables(conn, settings.dagster.user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL.read_text())
         reference.apply(conn)  # territories, channels, topics, queues, tariffs
@@ -187,21 +194,71 @@ def bootstrap(settings: Settings) -> None:
         # (Debezium fills the other NOT NULL columns with placeholders), and downstream a delete
         # is applied by key. FULL would double the WAL per update.
         conn.execute("ALTER TABLE interactions REPLICA IDENTITY DEFAULT")
+        _grant_debezium(conn, settings)
 
 
-def _ensure_role(conn: psycopg.Connection, settings: Settings) -> None:
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.pg_user]).fetchone()
+def _roles(settings: Settings) -> list[tuple[Login, str]]:
+    """Every login of the stack with its role attributes (see hrdv/settings.py)."""
+    return [
+        # CREATEDB so tests and benches can make scratch databases.
+        (settings.owner, "LOGIN CREATEDB NOREPLICATION"),
+        # Only Debezium streams from a replication slot.
+        (settings.debezium, "LOGIN REPLICATION"),
+        (settings.writer, "LOGIN NOREPLICATION"),
+        (settings.reporting, "LOGIN NOREPLICATION"),
+        (settings.dagster, "LOGIN NOREPLICATION"),
+    ]
+
+
+def _ensure_role(conn: psycopg.Connection, login: Login, attributes: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [login.user]).fetchone()
     verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
-    # REPLICATION for Debezium's slot; CREATEDB so tests can make scratch databases.
-    conn.execute(sql.SQL("{} ROLE {} LOGIN REPLICATION CREATEDB PASSWORD {}").format(
-        verb, sql.Identifier(settings.pg_user), sql.Literal(settings.pg_password)))
+    conn.execute(sql.SQL("{} ROLE {} {} PASSWORD {}").format(
+        verb, sql.Identifier(login.user), sql.SQL(attributes), sql.Literal(login.password)))
 
 
 def _ensure_database(conn: psycopg.Connection, db: str, owner: str) -> None:
+    """Create the database, or give an existing one to `owner` (stacks from before the roles)."""
     if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone():
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(db), sql.Identifier(owner)))
         return
     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
         sql.Identifier(db), sql.Identifier(owner)))
+
+
+def _hand_over_tables(conn: psycopg.Connection, owner: str) -> None:
+    """Give the database's tables and sequences to `owner`: Dagster's storage tables of a stack
+    started before Dagster had a role of its own belong to the stack's owner."""
+    kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "S": "SEQUENCE"}
+    rows = conn.execute(
+        """SELECT c.relkind, n.nspname, c.relname FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S')
+             AND pg_get_userbyid(c.relowner) <> %s""", [owner]).fetchall()
+    for kind, schema, name in rows:
+        conn.execute(sql.SQL("ALTER {} {}.{} OWNER TO {}").format(
+            sql.SQL(kinds[kind]), sql.Identifier(schema), sql.Identifier(name),
+            sql.Identifier(owner)))
+
+
+def _grant_debezium(conn: psycopg.Connection, settings: Settings) -> None:
+    """Debezium's publication (made by the owner of its tables) and sql/crm/grants.sql."""
+    tables = sql.SQL(", ").join(sql.Identifier(*name.split(".")) for name in captured_tables())
+    publication = sql.Identifier(publication_name(settings))
+    exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
+                          [publication_name(settings)]).fetchone()
+    statement = "ALTER PUBLICATION {} SET TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
+    conn.execute(sql.SQL(statement).format(publication, tables))
+    apply_grants(conn, GRANTS_CRM, debezium=settings.debezium.user, tables=tables)
+
+
+def apply_grants(conn: psycopg.Connection, path: Path, **names: str | sql.Composable) -> None:
+    """Run a grants file whose {placeholders} are role names (quoted here as identifiers) or
+    ready-made SQL fragments."""
+    values = {key: sql.Identifier(value) if isinstance(value, str) else value
+              for key, value in names.items()}
+    conn.execute(sql.SQL(path.read_text()).format(**values))
 
 
 SLOTS_SQL = """
