@@ -18,6 +18,7 @@ os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-crm-bench")
 os.environ.setdefault("HRDV_PORT_BASE", "26700")
 
 import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from hrdv.crm import bulk_load, reference  # noqa: E402
 from hrdv.settings import load as load_settings  # noqa: E402
@@ -29,8 +30,8 @@ DB = "crm_bench"
 
 def _fresh(settings) -> str:
     with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB}")
-        conn.execute(f"CREATE DATABASE {DB}")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
     dsn = settings.pg_dsn(DB)
     with psycopg.connect(dsn, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
@@ -61,7 +62,7 @@ def bench(settings, customers: int, runs: int, jobs: int) -> None:
     for name, size in _sizes(settings.pg_dsn(DB)):
         print(f"  {name:<16} {size / 2**20:10,.1f} MiB")
     with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {DB}")
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DB)))
 
 
 def main() -> None:

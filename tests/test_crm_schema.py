@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from hrdv import generator
 from hrdv.crm import reference
@@ -12,8 +13,8 @@ from hrdv.crm import reference
 
 def _fresh_db(settings, name: str) -> str:
     with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return settings.pg_dsn(name)
 
 

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 import psycopg
+from psycopg import sql
 from tqdm import tqdm
 
 from hrdv.crm import reference
@@ -257,15 +258,16 @@ def _restore_saved(conn: psycopg.Connection) -> None:
             conn.execute(ddl.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
         elif not conn.execute("SELECT 1 FROM pg_constraint WHERE conname = %s "
                               "AND conrelid = %s::regclass", [name, tbl]).fetchone():
-            conn.execute(f'ALTER TABLE {tbl} ADD CONSTRAINT "{name}" {ddl} NOT VALID')
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                sql.Identifier(tbl), sql.Identifier(name), sql.SQL(ddl)))  # ddl: the server's own
     conn.execute("DELETE FROM crm_bulk.saved_ddl WHERE kind = 'index'")
 
 
 def _validate_saved(pool: _Pool, conn: psycopg.Connection) -> None:
     """Validate every foreign key put back by _restore_saved (one anti-join scan each)."""
     fks = conn.execute("SELECT tbl, name FROM crm_bulk.saved_ddl WHERE kind = 'fk'").fetchall()
-    pool.map([lambda t=t, n=n: pool.execute(f'ALTER TABLE {t} VALIDATE CONSTRAINT "{n}"')
-              for t, n in fks])
+    pool.map([lambda t=t, n=n: pool.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+        sql.Identifier(t), sql.Identifier(n))) for t, n in fks])
     conn.execute("DELETE FROM crm_bulk.saved_ddl")
 
 
@@ -288,9 +290,10 @@ def _drop_for_bulk(conn: psycopg.Connection) -> None:
                 "SELECT kind, tbl, name FROM crm_bulk.saved_ddl ORDER BY kind, tbl, name"
         ).fetchall():
             if kind == "fk":
-                conn.execute(f'ALTER TABLE {tbl} DROP CONSTRAINT "{name}"')
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    sql.Identifier(tbl), sql.Identifier(name)))
             else:
-                conn.execute(f"DROP INDEX {name}")
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
 
 
 def _recreate_indexes(pool: _Pool, conn: psycopg.Connection) -> None:
@@ -302,13 +305,16 @@ def _recreate_indexes(pool: _Pool, conn: psycopg.Connection) -> None:
 # --- the load ---------------------------------------------------------------------------------
 
 def _check_empty(conn: psycopg.Connection, truncate: bool) -> None:
-    filled = [t for t in TABLES if conn.execute(f"SELECT EXISTS (SELECT FROM {t})").fetchone()[0]]
+    filled = [t for t in TABLES
+              if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(t))
+                              ).fetchone()[0]]
     if not filled:
         return
     if not truncate:
         raise RuntimeError(f"the CRM already has rows in {', '.join(filled)}: the initial load "
                            "needs empty tables (pass truncate=True to empty them first)")
-    conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
+        sql.SQL(", ").join(map(sql.Identifier, TABLES))))
 
 
 def _warn_if_streaming(conn: psycopg.Connection) -> None:
@@ -401,9 +407,11 @@ def load(dsn: str, customers: int, seed: int, history_days: int = 30, jobs: int 
             _restore_saved(conn)
             _validate_saved(pool, conn)
             for table in IDENTITY_TABLES:
-                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                             f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
-            pool.map([lambda t=t: pool.execute(f"ANALYZE {t}") for t in TABLES])
+                conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), "
+                                     "(SELECT coalesce(max(id), 0) + 1 FROM {}), false)").format(
+                    sql.Literal(table), sql.Identifier(table)))
+            pool.map([lambda t=t: pool.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(t)))
+                      for t in TABLES])
             conn.execute("DROP SCHEMA crm_bulk CASCADE")
             report.finalise_seconds = time.monotonic() - t0
         finally:

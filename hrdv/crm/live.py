@@ -36,6 +36,7 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from hrdv.crm import behaviour as bh
 from hrdv.crm import reference
@@ -513,7 +514,8 @@ def _after(steps: tuple[Step, ...], action: str | None, fallback: list[Step]) ->
 
 # --- running against PostgreSQL ----------------------------------------------------------------
 def _next_ids(conn: psycopg.Connection) -> dict[str, int]:
-    return {table: conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
+    query = sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}")
+    return {table: conn.execute(query.format(sql.Identifier(table))).fetchone()[0]
             for table in ("interactions", "work_orders", "claims")}
 
 
@@ -522,8 +524,9 @@ def _sync_identities(conn: psycopg.Connection) -> None:
     deterministic); move the sequences past them so that another writer relying on the identity
     does not collide."""
     for table in ("work_orders", "claims"):
-        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table} "
-                     "HAVING max(id) IS NOT NULL")
+        conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), max(id)) FROM {} "
+                             "HAVING max(id) IS NOT NULL").format(
+            sql.Literal(table), sql.Identifier(table)))
 
 
 def _prepare(conn: psycopg.Connection, behaviour: Behaviour, seed: int, start: float,
@@ -548,11 +551,11 @@ def _notice_migration(conn: psycopg.Connection, sim: Simulator, stats: Stats) ->
 
 
 def _apply(cur: psycopg.Cursor, statements: list[Statement], stats: Stats) -> None:
-    for sql, params in statements:
-        cur.execute(sql, params)
+    for text, params in statements:
+        cur.execute(text, params)
         stats.changes += 1
-        table = sql.split()[2] if sql.startswith(("INSERT", "DELETE")) else sql.split()[1]
-        verb = {"INSERT": "insert", "DELETE": "delete"}.get(sql.split()[0], "update")
+        table = text.split()[2] if text.startswith(("INSERT", "DELETE")) else text.split()[1]
+        verb = {"INSERT": "insert", "DELETE": "delete"}.get(text.split()[0], "update")
         stats.actions[f"{table}.{verb}"] += 1
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -102,7 +103,8 @@ def _clean_up(settings: Settings, created: list[tuple[str, object]]) -> None:
         conn.execute("DELETE FROM interactions WHERE id IN (%s, %s)", [ID_MAIN, ID_CYRILLIC])
         for table, key in reversed(created):
             column = "id" if table == "customers" else "code"
-            conn.execute(f"DELETE FROM {table} WHERE {column} = %s", [key])
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                sql.Identifier(table), sql.Identifier(column)), [key])
 
 
 def _read(settings: Settings, topic: str, start: int, count: int, timeout: float = 60) -> list:
