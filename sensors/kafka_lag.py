@@ -46,6 +46,9 @@ GRACE = timedelta(seconds=1)
 # Within a tick, how often and how long to wait for the consumer group to pass a fresh barrier:
 # the ingestor commits every few hundred ms, so this saves a whole tick (5-10 s) per window.
 CONFIRM_POLLS, CONFIRM_PAUSE_S = 4, 0.5
+# Debezium beats every second; a heartbeat this old means capture has stopped (Connect, the
+# connector or PostgreSQL is down) and the replication slot is retaining WAL meanwhile.
+STALE_HEARTBEAT = timedelta(seconds=30)
 MAX_REQUESTS_PER_TICK = 96  # a day of 15-minute windows; the rest follows on the next ticks
 
 
@@ -124,6 +127,15 @@ def plan_windows(
     )
 
 
+def stale_heartbeat_note(heartbeat: datetime | None, now: datetime) -> str:
+    """'' while capture is live, else what an operator should look at."""
+    if heartbeat is None or now - heartbeat < STALE_HEARTBEAT:
+        return ""
+    return (f"; the newest Debezium heartbeat in Kafka is {(now - heartbeat).total_seconds():.0f} s "
+            "old: capture has stopped (Kafka Connect, the connector or PostgreSQL), and the "
+            "replication slot retains WAL until it resumes; see `./hrdv.sh status`")
+
+
 def _lag_text(behind: dict[str, int], lags: list[PartitionLag]) -> str:
     if behind:
         return "behind the barrier: " + ", ".join(f"{k} {v}" for k, v in sorted(behind.items()))
@@ -155,7 +167,8 @@ def build_window_sensor(job: JobDefinition, data_topics: list[str], name: str) -
             time.sleep(CONFIRM_PAUSE_S)
             plan = plan_windows(plan.cursor, kafka.lag(data_topics), heartbeat, end_offsets)
         if not plan.windows:
-            return SensorResult(skip_reason=SkipReason(plan.reason), cursor=plan.cursor.dump())
+            reason = plan.reason + stale_heartbeat_note(heartbeat, datetime.now(timezone.utc))
+            return SensorResult(skip_reason=SkipReason(reason), cursor=plan.cursor.dump())
         return SensorResult(
             run_requests=[RunRequest(run_key=key, partition_key=key) for key in plan.windows],
             cursor=plan.cursor.dump(),

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from partitions import WINDOW, reporting_windows
 from resources.kafka import PartitionLag
-from sensors.kafka_lag import GRACE, WindowCursor, plan_windows
+from sensors.kafka_lag import GRACE, WindowCursor, plan_windows, stale_heartbeat_note
 
 TOPIC = "crm.public.interactions"
 T0 = datetime.now(timezone.utc).replace(hour=6, minute=0, second=0, microsecond=0)
@@ -77,3 +77,10 @@ def test_the_first_window_is_never_before_the_first_partition() -> None:
     ancient = reporting_windows.start - timedelta(days=30)
     plan = plan_windows(WindowCursor(), lag(0), T0, {}, earliest=ancient)
     assert plan.cursor.requested_until == reporting_windows.start.astimezone(timezone.utc).isoformat()
+
+
+def test_a_stale_heartbeat_is_called_out() -> None:
+    assert stale_heartbeat_note(T0, T0 + timedelta(seconds=5)) == ""
+    assert stale_heartbeat_note(None, T0) == ""
+    note = stale_heartbeat_note(T0, T0 + timedelta(minutes=3))
+    assert "180 s old" in note and "replication slot" in note
