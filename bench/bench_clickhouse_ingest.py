@@ -3,8 +3,10 @@
 Each run is what one ingestor batch does: open a session (file lock + chDB engine), insert N raw
 messages into hrdv.interactions_queue (the materialized views validate and parse them into
 hrdv.interactions_buffer), close. Prints messages/s, median of 3 runs, for several batch sizes.
+With --bad every message is a dead letter (a mix of the rejection reasons): how fast bad
+messages are routed to hrdv.dead_letters.
 
-    python bench/bench_clickhouse_ingest.py [--sizes 1000 5000 20000] [--runs 3]
+    python bench/bench_clickhouse_ingest.py [--sizes 1000 5000 20000] [--runs 3] [--bad]
 """
 from __future__ import annotations
 
@@ -45,9 +47,26 @@ def message(item: int, lsn: int) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def batch(size: int, first: int) -> list[list]:
+def bad_message(item: int, lsn: int) -> bytes:
+    """A message the views reject, cycling through four reasons: two wrong column types (the
+    first and the last row check: every check runs), not JSON, wrong table. ('oversized' is left
+    out: 1 MiB messages would measure memory copies, not routing.)"""
+    good = message(item, lsn)
+    kind = item % 4
+    if kind == 0:  # customer_id "x10000"
+        return good.replace(b'"customer_id":', b'"customer_id":"x', 1).replace(
+            b',"channel_code"', b'","channel_code"', 1)
+    if kind == 1:
+        return good.replace(b'"resolved_on_first_contact":null', b'"resolved_on_first_contact":"yes"')
+    if kind == 2:
+        return good[:-5]  # cut off: not JSON
+    return good.replace(b'"table":"interactions"', b'"table":"claims"')
+
+
+def batch(size: int, first: int, bad: bool = False) -> list[list]:
     stamp = datetime.now(timezone.utc)
-    return [[message(first + i, 30_000_000 + (first + i) * 100), TOPIC, 0, first + i, stamp]
+    make = bad_message if bad else message
+    return [[make(first + i, 30_000_000 + (first + i) * 100), TOPIC, 0, first + i, stamp]
             for i in range(size)]
 
 
@@ -62,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--bad", action="store_true", help="every message a dead letter")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hrdv-bench-") as tmp:
         dsn = f"chdb://{Path(tmp) / 'clickhouse'}"
@@ -73,7 +93,7 @@ def main() -> None:
         for size in args.sizes:
             times = []
             for _ in range(args.runs):
-                rows = batch(size, offset)
+                rows = batch(size, offset, args.bad)
                 offset += size
                 times.append(one_run(dsn, rows))
             median = statistics.median(times)
@@ -82,7 +102,8 @@ def main() -> None:
         with clickhouse.session(dsn) as client:
             stored = client.query("SELECT count() FROM hrdv.interactions_buffer").result_rows[0][0]
             letters = client.query("SELECT count() FROM hrdv.dead_letters").result_rows[0][0]
-        print(f"buffer rows {stored} (expected {offset}), dead letters {letters}")
+        expected = (0, offset) if args.bad else (offset, 0)
+        print(f"buffer rows {stored}, dead letters {letters} (expected {expected[0]} and {expected[1]})")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     hrdv status      health of each component, its memory, and the ingestion lag
     hrdv down        stop everything `up` started (data stays in $HRDV_HOME)
     hrdv generate    write CRM changes at a rate
+    hrdv dead-letters  list the messages ClickHouse could not parse; replay them after a fix
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import click
 import psycopg
 
 from hrdv import generator
+from hrdv.dead_letters import dead_letters
 from hrdv.settings import REPO_ROOT, Settings, load
 from hrdv.sql import sql_text
 
@@ -329,6 +331,8 @@ def crm_migrate(name: str) -> None:
         raise click.BadParameter(str(error), param_hint="NAME") from None
     click.echo(f"migration {name}: {'applied' if ran else 'already applied, nothing to do'}")
 
+
+main.add_command(dead_letters)
 
 if __name__ == "__main__":
     main()

@@ -31,20 +31,38 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 300.0
 
-# Order matters: database, the UDF the views call, the queue, the target tables, then the views.
+# Order matters: database, the UDFs the views call, the queue, the tables (and their added
+# columns), then the views along the path queue -> intake -> checked -> buffer | dead letters,
+# upstream first, so that a schema created by an older version (parsing views on the queue) is
+# migrated without a moment in which a consumed message reaches no view (interactions_intake_mv.sql).
 # The "{queue}" slot is filled with the embedded or the Kafka-engine queue.
 SCHEMA: tuple[str, ...] = (
     "database.sql",
+    "dbz_max_message_bytes.sql",
     "dbz_envelope_error.sql",
+    "dbz_row_image.sql",
+    "dbz_is_timestamp.sql",
+    "interactions_row_error.sql",
+    "interactions_message_error.sql",
     "interactions_queue.{queue}.sql",
+    "interactions_intake.sql",
+    "interactions_checked.sql",
     "interactions_buffer.sql",
+    "interactions_buffer_channel_detail.sql",
     "dead_letters.sql",
+    "dead_letter_replays.sql",
+    "interactions_intake_mv.sql",
+    "interactions_checked_mv.sql",
     "interactions_buffer_mv.sql",
     "interactions_dead_letters_mv.sql",
 )
 
 # Kafka-engine template parameters, as apply_schema's `kafka` argument names them.
 KAFKA_KEYS = ("broker_list", "topic", "group")
+
+# Longer messages are dead letters ('oversized', see dbz_envelope_error.sql): Kafka's default
+# message.max.bytes. HRDV_MAX_MESSAGE_BYTES overrides it, applied with the schema.
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 _MEMORY_LOCATIONS = ("", "memory", ":memory:")
 
@@ -242,16 +260,30 @@ def schema_files(kafka: Mapping[str, str] | None) -> list[str]:
     return [name.format(queue=queue) for name in SCHEMA]
 
 
-def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None) -> list[str]:
+def max_message_bytes() -> int:
+    """The 'oversized' limit: HRDV_MAX_MESSAGE_BYTES, default DEFAULT_MAX_MESSAGE_BYTES."""
+    raw = os.environ.get("HRDV_MAX_MESSAGE_BYTES", str(DEFAULT_MAX_MESSAGE_BYTES))
+    if not raw.isdigit() or int(raw) == 0:
+        raise ValueError(f"HRDV_MAX_MESSAGE_BYTES must be a whole number > 0, got {raw!r}")
+    return int(raw)
+
+
+def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
+                 max_bytes: int | None = None) -> list[str]:
     """Create HRDV's ClickHouse objects if missing (idempotent); returns the files applied.
 
     `kafka` = {"broker_list", "topic", "group"} makes interactions_queue a Kafka-engine table
     (servers only); without it the queue is the Null-engine table that hrdv.ingest fills.
     An existing queue is never converted: drop hrdv.interactions_queue to switch flavours.
+    Functions and views are replaced on every call, so they always match this repository's SQL
+    (`max_bytes`, default max_message_bytes(), is the 'oversized' limit the rules use).
     """
     if kafka and is_embedded(dsn):
         raise ValueError("chDB cannot run Kafka-engine tables; use the embedded queue (kafka=None)")
-    parameters = kafka_parameters(kafka) if kafka else None
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+    parameters = {"max_message_bytes": max_bytes or max_message_bytes(),
+                  **(kafka_parameters(kafka) if kafka else {})}
     files = schema_files(kafka)
     with session(dsn) as client:
         for name in files:

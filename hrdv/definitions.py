@@ -5,7 +5,6 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_pr
 
 from hrdv.settings import load
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
-from partitions import reporting_windows
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
@@ -21,7 +20,6 @@ interactions_windows = define_asset_job(
     name="interactions_windows",
     description="Staging and KPI mart of customer interactions for one reporting window.",
     selection=AssetSelection.groups("interactions"),
-    partitions_def=reporting_windows,
     # One process: a window's run is seconds of work, the multiprocess executor adds ~1.4 s a step.
     executor_def=in_process_executor,
     tags=CLICKHOUSE_TAGS,
@@ -32,7 +30,6 @@ interaction_kpi_recompute = define_asset_job(
     name="interaction_kpi_recompute",
     description="The interaction KPI mart of windows that changes staged later altered.",
     selection=AssetSelection.assets(MART_KEY),
-    partitions_def=reporting_windows,
     executor_def=in_process_executor,
 )
 

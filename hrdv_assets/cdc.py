@@ -7,11 +7,13 @@ upserts a window's changes into the operational store.
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -44,6 +46,8 @@ class StagedEntity:
     upsert: str  # sql/postgres/...: upsert from tmp_<entity>_changes into staging.<entity>
     late_windows: str  # sql/postgres/...: earlier windows whose marts these changes make stale
     description: str
+    # Status values the marts and reports know; others are reported by the check statuses_known.
+    known_statuses: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -112,7 +116,8 @@ def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, e
             sql_text("clickhouse/queries/dead_letters_in_window.sql"),
             parameters={**window, "topic": entity.topic},
         ).result_rows
-    return result.column_names, result.result_rows, dict(dead)
+    # An empty result has no column names (chDB): the entity's columns are the query's, in order.
+    return result.column_names or entity.columns, result.result_rows, dict(dead)
 
 
 def _dead_letter_check(entity: StagedEntity, dead: dict[str, int]) -> AssetCheckResult:
@@ -124,6 +129,29 @@ def _dead_letter_check(entity: StagedEntity, dead: dict[str, int]) -> AssetCheck
         passed=total <= threshold,
         metadata={"dead_letters": total, "threshold": threshold, "by_reason": MetadataValue.json(dead)},
         description=f"{total} message(s) of {entity.topic} went to hrdv.dead_letters in this window",
+    )
+
+
+def unknown_statuses(entity: StagedEntity, columns, rows) -> dict[str, int]:
+    """{status: changes} of the window's live changes whose status is not in known_statuses."""
+    status, deleted = columns.index("status"), columns.index("is_deleted")
+    counts = Counter(str(row[status]) for row in rows
+                     if not row[deleted] and row[status] not in entity.known_statuses)
+    return dict(sorted(counts.items()))
+
+
+def _status_check(entity: StagedEntity, unknown: dict[str, int]) -> AssetCheckResult:
+    # WARN, not an error: the changes are staged all the same; someone must tell the marts what
+    # the new value means (and add it to known_statuses).
+    return AssetCheckResult(
+        check_name="statuses_known",
+        asset_key=entity.staging_key,
+        passed=not unknown,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"unknown": MetadataValue.json(unknown), "unknown_changes": sum(unknown.values()),
+                  "known": MetadataValue.json(list(entity.known_statuses))},
+        description=(f"{sum(unknown.values())} change(s) with a status outside the known set: "
+                     f"{unknown}" if unknown else "every status is known"),
     )
 
 
@@ -182,7 +210,16 @@ def _staging_asset(entity: StagedEntity):
                     "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
                     "changes are staged; the bad ones wait in the dead-letter table."
                 ),
-            )
+            ),
+            AssetCheckSpec(
+                "statuses_known",
+                asset=entity.staging_key,
+                description=(
+                    "Every status staged in the window is one the marts know (the entity's "
+                    "known_statuses); a new value, e.g. from a CRM migration, warns with its count "
+                    "per value. Not blocking: the changes are staged all the same."
+                ),
+            ),
         ],
     )
     def staging(
@@ -218,7 +255,8 @@ def _staging_asset(entity: StagedEntity):
                 "read_s": round(read_s, 3),
                 "duration_s": round(time.monotonic() - started, 3),
             },
-            check_results=[_dead_letter_check(entity, dead)],
+            check_results=[_dead_letter_check(entity, dead),
+                           _status_check(entity, unknown_statuses(entity, columns, rows))],
         )
 
     return staging

@@ -29,10 +29,13 @@ INTERACTIONS = StagedEntity(
     name="interactions",
     columns=(
         "id", "customer_id", "channel_code", "region_code", "topic_code", "queue_code",
-        "direction", "status", "operator_id", "subject", "created_at", "first_response_at",
-        "closed_at", "resolved_on_first_contact", "updated_at", "is_deleted", "lsn",
-        "committed_at",
+        "direction", "status", "operator_id", "subject", "channel_detail", "created_at",
+        "first_response_at", "closed_at", "resolved_on_first_contact", "updated_at", "is_deleted",
+        "lsn", "committed_at",
     ),
+    # The lifecycle new -> assigned -> in_progress -> closed (-> reopened), and 'in_work', the
+    # name CRM migration 001 gives in_progress (rows staged before it keep the old name).
+    known_statuses=("new", "assigned", "in_progress", "in_work", "closed", "reopened"),
     window_query="clickhouse/queries/interaction_changes_in_window.sql",
     upsert="postgres/staging_interactions_upsert.sql",
     late_windows="postgres/staging_interactions_late_windows.sql",

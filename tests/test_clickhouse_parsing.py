@@ -21,13 +21,13 @@ from debezium_fixtures import (
 )
 
 TEXT_COLUMNS = ("channel_code", "region_code", "topic_code", "queue_code", "direction", "status",
-                "subject")
+                "subject", "channel_detail")
 INT_COLUMNS = ("customer_id", "operator_id")
 TIME_COLUMNS = ("created_at", "first_response_at", "closed_at", "updated_at")
 
 BUFFER_ROW_SQL = """
 SELECT id, customer_id, channel_code, region_code, topic_code, queue_code, direction, status,
-       operator_id, subject, resolved_on_first_contact, op, lsn, is_deleted,
+       operator_id, subject, channel_detail, resolved_on_first_contact, op, lsn, is_deleted,
        toUnixTimestamp64Micro(created_at) AS created_at,
        toUnixTimestamp64Micro(first_response_at) AS first_response_at,
        toUnixTimestamp64Micro(closed_at) AS closed_at,
@@ -86,6 +86,18 @@ def test_null_column_becomes_null(dsn: str) -> None:
     row = buffer_row(dsn, 0)
     assert_row_matches(row, value)
     assert all(row[column] is None for column in nulls if column in row)
+
+
+def test_channel_detail_flows_once_the_crm_has_it(dsn: str) -> None:
+    """CRM migration 001 adds channel_detail mid-stream: events before it lack the field (NULL),
+    events after it carry it; both parse, no restart."""
+    before = event("insert")
+    after = with_changes(before, lsn=before["source"]["lsn"] + 1, channel_detail="ivr")
+    insert_messages(dsn, [dump(before)], first_offset=0)  # two batches: one version each
+    insert_messages(dsn, [dump(after)], first_offset=1)
+    assert "channel_detail" not in image(before)
+    assert buffer_row(dsn, 0)["channel_detail"] is None
+    assert buffer_row(dsn, 1)["channel_detail"] == "ivr"
 
 
 def test_cyrillic_text_round_trips(dsn: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from click.testing import CliRunner, Result
 
 from debezium_fixtures import (
     TOPIC,
@@ -15,6 +16,7 @@ from debezium_fixtures import (
     insert_messages,
     is_captured,
     query,
+    with_changes,
 )
 from hrdv import clickhouse
 
@@ -54,6 +56,18 @@ def bad_messages() -> list[tuple[bytes, str]]:
         (dump(_replace(good, ("after", "id"), "1001")), "key id missing or not an integer"),
         (dump(_without(good, "after", "id")), "key id missing or not an integer"),
         (dump(_replace(good, ("after", "id"), 1.5)), "key id missing or not an integer"),
+        # A row column of the wrong JSON type: JSONExtract would have made it NULL or converted it.
+        (dump(_replace(good, ("after", "customer_id"), "abc")), "wrong type: customer_id"),
+        (dump(_replace(good, ("after", "customer_id"), "12")), "wrong type: customer_id"),
+        (dump(_replace(good, ("after", "operator_id"), 1.5)), "wrong type: operator_id"),
+        (dump(_replace(good, ("after", "operator_id"), 2**40)), "wrong type: operator_id"),
+        (dump(_replace(good, ("after", "status"), 5)), "wrong type: status"),
+        (dump(_replace(good, ("after", "subject"), {"text": "x"})), "wrong type: subject"),
+        (dump(_replace(good, ("after", "channel_detail"), ["ivr"])), "wrong type: channel_detail"),
+        (dump(_replace(good, ("after", "created_at"), 123)), "wrong type: created_at"),
+        (dump(_replace(good, ("after", "updated_at"), "yesterday noon")), "wrong type: updated_at"),
+        (dump(_replace(good, ("after", "resolved_on_first_contact"), "yes")),
+         "wrong type: resolved_on_first_contact"),
     ]
     return [(raw.encode() if isinstance(raw, str) else raw, reason) for raw, reason in cases]
 
@@ -84,9 +98,47 @@ def test_redelivered_dead_letter_is_kept_once(dsn: str) -> None:
 @pytest.mark.parametrize("name", ["insert", "update", "update_null", "cyrillic", "delete"])
 def test_envelope_check_accepts_real_events(dsn: str, name: str) -> None:
     with clickhouse.session(dsn) as client:
-        reason = client.query("SELECT dbz_envelope_error({m:String}, 'interactions')",
+        reason = client.query("SELECT dbz_envelope_error({m:String}, 'interactions'), "
+                              "interactions_message_error({m:String}, dbz_row_image({m:String}))",
                               parameters={"m": event_text(name)}).result_rows
-    assert reason == [("",)]
+    assert reason == [("", "")]
+
+
+def test_right_types_and_nulls_pass_the_row_check(dsn: str) -> None:
+    """Every column at a value of its type, or null, or absent (channel_detail before CRM
+    migration 001): nothing is rejected, and the types' edges are accepted."""
+    good = event("insert")
+    edges = {"customer_id": -(2**63), "operator_id": 2**31 - 1, "resolved_on_first_contact": False,
+             "closed_at": "2026-01-02T00:04:05Z", "channel_detail": "ivr", "subject": ""}
+    nulls = {column: None for column in image(good) if column != "id"}
+    variants = [good, with_changes(good, **edges), with_changes(good, **nulls),
+                _without(good, "after", "subject")]
+    messages = [dump(with_changes(value, id=n + 1)) for n, value in enumerate(variants)]
+    insert_messages(dsn, messages)
+    assert query(dsn, "SELECT count() FROM hrdv.dead_letters") == [(0,)]
+    assert query(dsn, "SELECT count() FROM hrdv.interactions_buffer") == [(len(messages),)]
+
+
+def test_oversized_message_is_dead_lettered_before_parsing(dsn: str) -> None:
+    """Longer than the limit: 'oversized', whatever else is wrong with it (not even parsed)."""
+    text = event_text("insert")
+    limit = len(text.encode()) - 1
+    clickhouse.apply_schema(dsn, max_bytes=limit)
+    insert_messages(dsn, [text, "x" * (limit + 1), "x" * limit, event_text("cyrillic")[:limit]])
+    letters = query(dsn, "SELECT `offset`, reason FROM hrdv.dead_letters ORDER BY `offset`")
+    assert letters[:2] == [(0, "oversized"), (1, "oversized")]
+    assert letters[2] == (2, "not JSON")  # at the limit: checked further
+    assert query(dsn, "SELECT count() FROM hrdv.interactions_buffer") == [(0,)]
+
+
+def test_limit_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("HRDV_MAX_MESSAGE_BYTES", "2048")
+    assert clickhouse.max_message_bytes() == 2048
+    monkeypatch.setenv("HRDV_MAX_MESSAGE_BYTES", "1 MiB")
+    with pytest.raises(ValueError, match="HRDV_MAX_MESSAGE_BYTES"):
+        clickhouse.max_message_bytes()
+    monkeypatch.delenv("HRDV_MAX_MESSAGE_BYTES")
+    assert clickhouse.max_message_bytes() == 1 << 20
 
 
 def test_kafka_engine_ddl_parses(dsn: str) -> None:
@@ -139,3 +191,135 @@ def test_dead_letters_of_a_window_are_counted_by_reason(dsn: str) -> None:
                                            "window_end": ch_time(now - timedelta(hours=1)), "topic": TOPIC}).result_rows
     assert counted == {"not JSON": 2, "no op": 1}
     assert other_topic == [] and earlier == []
+
+
+# --- replay ----------------------------------------------------------------------------------------
+def _cli(dsn: str, monkeypatch, *args: str) -> Result:
+    from hrdv.dead_letters import dead_letters
+
+    monkeypatch.setenv("HRDV_CLICKHOUSE_DSN", dsn)
+    return CliRunner().invoke(dead_letters, list(args), catch_exceptions=False)
+
+
+def _dead_letters(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT `offset`, reason, raw_message FROM hrdv.dead_letters FINAL ORDER BY `offset`")
+
+
+def _buffer(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT id, _offset, lsn FROM hrdv.interactions_buffer ORDER BY id, _offset")
+
+
+def _rejected_then_fixed(dsn: str) -> list[str]:
+    """Dead letters of a rule since relaxed: two events rejected as 'oversized' under a lowered
+    limit (offsets 0, 1), one under a rule that no longer exists ('retired rule', offset 3, put
+    there directly), and one still bad (offset 2). Returns the three good messages."""
+    good = [dump(with_changes(event("insert"), id=11, lsn=900)), dump(with_changes(event("insert"), id=12, lsn=901)),
+            dump(with_changes(event("insert"), id=13, lsn=902))]
+    clickhouse.apply_schema(dsn, max_bytes=100)
+    insert_messages(dsn, [good[0], good[1], "not json, never will be"])
+    with clickhouse.session(dsn) as client:
+        client.insert("hrdv.dead_letters", [[TOPIC, 0, 3, None, "retired rule", good[2].encode()]],
+                      column_names=["topic", "partition", "offset", "kafka_timestamp", "reason", "raw_message"])
+    clickhouse.apply_schema(dsn)  # the fix: the default limit again
+    return good
+
+
+def test_replay_after_a_fix_parses_each_message_once_and_keeps_the_bad(dsn: str, monkeypatch) -> None:
+    _rejected_then_fixed(dsn)
+    before = _dead_letters(dsn)
+    assert [(o, r) for o, r, _ in before] == [(0, "oversized"), (1, "oversized"), (2, "not JSON"),
+                                              (3, "retired rule")]
+
+    dry = _cli(dsn, monkeypatch, "replay", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"{TOPIC}: would replay 4 dead letter(s)" in dry.output
+    assert _dead_letters(dsn) == before and _buffer(dsn) == []  # a dry run changes nothing
+
+    done = _cli(dsn, monkeypatch, "replay")
+    assert done.exit_code == 0, done.output
+    assert "replayed 4 dead letter(s): 3 parsed into hrdv.interactions_buffer, 1 still failing" in done.output
+    assert "not JSON" in done.output
+    # Parsed once each, with their original Kafka coordinates; the bad one stays as it was.
+    assert _buffer(dsn) == [(11, 0, 900), (12, 1, 901), (13, 3, 902)]
+    assert _dead_letters(dsn) == [before[2]]
+    log = query(dsn, "SELECT `offset`, previous_reason, outcome, reason FROM hrdv.dead_letter_replays "
+                     "ORDER BY `offset`")
+    assert log == [(0, "oversized", "parsed", ""), (1, "oversized", "parsed", ""),
+                   (2, "not JSON", "still failing", "not JSON"), (3, "retired rule", "parsed", "")]
+
+    again = _cli(dsn, monkeypatch, "replay")
+    assert "replayed 1 dead letter(s): 0 parsed into hrdv.interactions_buffer, 1 still failing" in again.output
+    assert _buffer(dsn) == [(11, 0, 900), (12, 1, 901), (13, 3, 902)]
+    assert _dead_letters(dsn) == [before[2]]
+
+
+def test_replay_takes_only_the_selected_dead_letters(dsn: str, monkeypatch) -> None:
+    _rejected_then_fixed(dsn)
+    result = _cli(dsn, monkeypatch, "replay", "--reason", "retired rule", "--topic", TOPIC)
+    assert "replayed 1 dead letter(s): 1 parsed" in result.output
+    assert [(o, r) for o, r, _ in _dead_letters(dsn)] == [(0, "oversized"), (1, "oversized"), (2, "not JSON")]
+    later = _cli(dsn, monkeypatch, "replay", "--since", "2999-01-01")
+    assert "replayed 0 dead letter(s)" in later.output
+    assert len(_dead_letters(dsn)) == 3
+
+
+def test_replay_rejects_wrong_arguments(dsn: str, monkeypatch) -> None:
+    since = _cli(dsn, monkeypatch, "replay", "--since", "last tuesday")
+    assert since.exit_code == 2 and "not an ISO date or time" in since.output
+    topic = _cli(dsn, monkeypatch, "replay", "--topic", "crm.public.nope")
+    assert topic.exit_code == 2 and f"not a topic HRDV parses; known: {TOPIC}" in topic.output
+
+
+def test_list_shows_counts_by_reason_with_a_sample(dsn: str, monkeypatch) -> None:
+    assert "no dead letters" in _cli(dsn, monkeypatch, "list").output
+    insert_messages(dsn, [b"\xff\xfe broken", "not json {", "not json either {"])
+    output = _cli(dsn, monkeypatch, "list").output
+    assert "3 dead letter(s)" in output
+    lines = output.splitlines()
+    not_json = next(line for line in lines if " not JSON " in line)
+    assert not_json.startswith(TOPIC) and " 2 " in not_json
+    assert any("offset 1: 'not json {'" in line for line in lines)  # the oldest as the sample
+    assert any("\ufffd broken" in line for line in lines)  # not UTF-8, shown replaced
+
+
+# Objects as a schema before the intake created them: parsing views reading the queue directly.
+OLD_SCHEMA = [
+    "CREATE DATABASE hrdv",
+    "CREATE TABLE hrdv.interactions_queue (message String, _topic LowCardinality(String), "
+    "_partition UInt64, _offset UInt64, _timestamp Nullable(DateTime)) ENGINE = Null",
+    clickhouse.render_sql("interactions_buffer.sql"),  # unchanged, but without channel_detail
+    "CREATE MATERIALIZED VIEW hrdv.interactions_buffer_mv TO hrdv.interactions_buffer AS "
+    "SELECT JSONExtractInt(message, 'after', 'id') AS id, 0 AS lsn, _offset FROM hrdv.interactions_queue "
+    "WHERE isValidJSON(message)",
+    "CREATE TABLE hrdv.dead_letters (topic LowCardinality(String), `partition` UInt64, `offset` UInt64, "
+    "kafka_timestamp Nullable(DateTime('UTC')), reason LowCardinality(String), raw_message String, "
+    "received_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree(received_at) "
+    "ORDER BY (topic, `partition`, `offset`)",
+    "CREATE MATERIALIZED VIEW hrdv.interactions_dead_letters_mv TO hrdv.dead_letters AS "
+    "SELECT _topic AS topic, _partition AS `partition`, _offset AS `offset`, 'old' AS reason, "
+    "message AS raw_message FROM hrdv.interactions_queue WHERE NOT isValidJSON(message)",
+]
+
+
+def test_a_schema_from_before_the_intake_is_migrated(tmp_path) -> None:
+    """apply_schema on a data path made by the old schema re-creates the views on the intake
+    path and adds channel_detail: each message then lands once, checked by today's rules."""
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    with clickhouse.session(dsn) as client:
+        for statement in OLD_SCHEMA:
+            client.command(statement)
+    clickhouse.apply_schema(dsn)
+    bad = dump(_replace(event("insert"), ("after", "customer_id"), "abc"))
+    insert_messages(dsn, [event_text("insert"), "garbage", bad])
+    assert query(dsn, "SELECT id, _offset FROM hrdv.interactions_buffer") == [(image(event("insert"))["id"], 0)]
+    assert query(dsn, "SELECT `offset`, reason FROM hrdv.dead_letters ORDER BY `offset`") == [
+        (1, "not JSON"), (2, "wrong type: customer_id")]
+    sources = query(dsn, "SELECT name, arrayJoin(dependencies_table) FROM system.tables "
+                         "WHERE database = 'hrdv' AND name IN ('interactions_queue', 'interactions_intake', "
+                         "'interactions_checked') ORDER BY 1, 2")
+    assert sources == [("interactions_checked", "interactions_buffer_mv"),
+                       ("interactions_checked", "interactions_dead_letters_mv"),
+                       ("interactions_intake", "interactions_checked_mv"),
+                       ("interactions_queue", "interactions_intake_mv")]
+    assert ("channel_detail",) in query(dsn, "SELECT name FROM system.columns WHERE database = 'hrdv' "
+                                             "AND table = 'interactions_buffer'")

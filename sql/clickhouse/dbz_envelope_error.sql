@@ -1,6 +1,7 @@
--- Validation of a Debezium change event (JsonConverter, schemas.enable=false), defined once and
--- used by both materialized views of every entity queue: the buffer view keeps messages for which
--- it returns '', the dead-letter view keeps the others with this reason. Checks run in order and
+-- Validation of a Debezium change event's envelope (JsonConverter, schemas.enable=false), defined
+-- once for every entity; each entity's <entity>_message_error adds its row checks, and both
+-- materialized views of the entity call that: the buffer view keeps messages for which it returns
+-- '', the dead-letter view keeps the others with this reason. Checks run in order and
 -- the first failure wins, so each rejected message has exactly one reason from a fixed set (easy
 -- to group and alert on). The row image is `after` for c/r/u and `before` for d (with REPLICA
 -- IDENTITY DEFAULT a delete's `before` carries only the key). Empty messages (tombstones) are
@@ -8,9 +9,14 @@
 -- carries: an event of another table (a misrouted topic, Debezium's heartbeat table) is rejected
 -- rather than parsed into the wrong buffer.
 --
--- CREATE OR REPLACE rather than IF NOT EXISTS: SQL functions are expanded when a view's query
--- runs, so re-applying the schema updates the rule in place for every view.
+-- 'oversized' (dbz_max_message_bytes) is checked first, on the byte length alone, so a huge value
+-- is never parsed.
+--
+-- CREATE OR REPLACE rather than IF NOT EXISTS: re-applying the schema updates the rule. ClickHouse
+-- expands SQL functions when a view is created, so apply_schema re-creates the views after the
+-- functions (see interactions_intake_mv.sql).
 CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, source_table) -> multiIf(
+    length(message) > dbz_max_message_bytes(), 'oversized',
     NOT isValidUTF8(message), 'not UTF-8',
     NOT isValidJSON(message), 'not JSON',
     JSONType(message) != 'Object', 'not a JSON object',

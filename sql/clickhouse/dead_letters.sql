@@ -1,9 +1,12 @@
 -- Messages that could not be parsed as Debezium change events, kept byte for byte with their
--- Kafka coordinates and the reason (from dbz_envelope_error), so nothing is silently lost and a
--- fixed message can be replayed. Shared by all entity queues: topic tells them apart.
+-- Kafka coordinates and the reason (from <entity>_message_error), so nothing is silently lost
+-- and, once the cause is fixed, `hrdv dead-letters replay` sends them through parsing again: the
+-- ones that now parse are deleted here (hrdv.dead_letter_replays keeps the record), the others
+-- come back with their current reason. Shared by all entities: topic tells them apart.
 --
--- ReplacingMergeTree ordered by the Kafka coordinates: a redelivered bad message replaces its
--- earlier copy instead of inflating the count. Monthly partitions make clean-up a DROP PARTITION;
+-- ReplacingMergeTree ordered by the Kafka coordinates: a redelivered (or replayed) bad message
+-- replaces its earlier copy instead of inflating the count; it then counts in the window of its
+-- latest arrival. Monthly partitions make clean-up a DROP PARTITION;
 -- no TTL, because dead letters are evidence that someone has to look at.
 CREATE TABLE IF NOT EXISTS hrdv.dead_letters
 (

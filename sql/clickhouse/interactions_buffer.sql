@@ -15,6 +15,7 @@
 -- with ALTER TABLE hrdv.interactions_buffer DROP PARTITION <yyyymmdd>.
 --
 -- For deletes (op = 'd') only id is known; the other row columns are NULL and is_deleted = 1.
+-- channel_detail (CRM migration 001) is added after subject by interactions_buffer_channel_detail.sql.
 CREATE TABLE IF NOT EXISTS hrdv.interactions_buffer
 (
     id                        Int64,

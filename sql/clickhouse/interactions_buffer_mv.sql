@@ -1,20 +1,19 @@
--- Parses each valid Debezium event from the interactions queue into hrdv.interactions_buffer.
--- The same SQL serves the Kafka-engine queue (production) and the Null-engine queue (embedded),
--- because both expose message, _topic, _partition, _offset and _timestamp.
+-- Parses each valid Debezium event into hrdv.interactions_buffer: the messages of
+-- hrdv.interactions_checked with reason '' (hrdv.interactions_dead_letters_mv takes the others).
+-- They come from hrdv.interactions_intake, which carries both the live stream (from the
+-- Kafka-engine or the embedded queue) and replayed dead letters: both go through this same SQL.
 --
--- The row image is cut out once and parsed from that smaller string. For deletes it is the key
--- alone: Debezium's `before` (REPLICA IDENTITY DEFAULT) fills the other NOT NULL columns with
--- type defaults (0, '', 1970-01-01), which must not pass for real values, so they become NULL.
--- Timestamps arrive as ISO strings in UTC with microseconds, hence parseDateTime64BestEffortOrNull
--- (JSON null -> NULL).
-CREATE MATERIALIZED VIEW IF NOT EXISTS hrdv.interactions_buffer_mv
+-- The row image (dbz_row_image: `after`, or the key alone for deletes), cut out once by the
+-- check view, is parsed from that smaller string. interactions_row_error has already checked each column's JSON type, so
+-- JSONExtract's NULL here means JSON null or an absent column (channel_detail before CRM
+-- migration 001), never a wrong value. Timestamps arrive as ISO strings in UTC with microseconds.
+--
+-- CREATE OR REPLACE: see hrdv.interactions_intake_mv.
+CREATE OR REPLACE MATERIALIZED VIEW hrdv.interactions_buffer_mv
 TO hrdv.interactions_buffer
 AS
 WITH
-    JSONExtractString(message, 'op') AS dbz_op,
-    if(dbz_op = 'd',
-       concat('{"id":', toString(JSONExtractInt(message, 'before', 'id')), '}'),
-       JSONExtractRaw(message, 'after')) AS image
+    JSONExtractString(message, 'op') AS dbz_op
 SELECT
     JSONExtractInt(image, 'id')                                              AS id,
     JSONExtract(image, 'customer_id', 'Nullable(Int64)')                     AS customer_id,
@@ -26,6 +25,7 @@ SELECT
     JSONExtract(image, 'status', 'Nullable(String)')                         AS status,
     JSONExtract(image, 'operator_id', 'Nullable(Int32)')                     AS operator_id,
     JSONExtract(image, 'subject', 'Nullable(String)')                        AS subject,
+    JSONExtract(image, 'channel_detail', 'Nullable(String)')                 AS channel_detail,
     parseDateTime64BestEffortOrNull(
         JSONExtract(image, 'created_at', 'Nullable(String)'), 6, 'UTC')        AS created_at,
     parseDateTime64BestEffortOrNull(
@@ -42,5 +42,5 @@ SELECT
     _topic,
     _partition,
     _offset
-FROM hrdv.interactions_queue
-WHERE message != '' AND dbz_envelope_error(message, 'interactions') = ''
+FROM hrdv.interactions_checked
+WHERE reason = ''

@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS staging.interactions (
     committed_at              timestamptz NOT NULL,
     loaded_at                 timestamptz NOT NULL DEFAULT now()
 );
+-- CRM migration 001: the contact's sub-channel. ALTER, so that a store created before it gets the
+-- column on the next start too; NULL for interactions last changed before the migration.
+ALTER TABLE staging.interactions ADD COLUMN IF NOT EXISTS channel_detail text;
 CREATE INDEX IF NOT EXISTS interactions_created_at_idx ON staging.interactions (created_at);
 CREATE INDEX IF NOT EXISTS interactions_closed_at_idx ON staging.interactions (closed_at);
 

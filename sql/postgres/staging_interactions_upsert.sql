@@ -2,13 +2,13 @@
 -- A row is only ever replaced by a newer change (higher LSN), so replays are harmless.
 INSERT INTO staging.interactions AS s (
     id, customer_id, channel_code, region_code, topic_code, queue_code, direction, status,
-    operator_id, subject, created_at, first_response_at, closed_at, resolved_on_first_contact,
-    updated_at, is_deleted, lsn, committed_at
+    operator_id, subject, channel_detail, created_at, first_response_at, closed_at,
+    resolved_on_first_contact, updated_at, is_deleted, lsn, committed_at
 )
 SELECT
     id, customer_id, channel_code, region_code, topic_code, queue_code, direction, status,
-    operator_id, subject, created_at, first_response_at, closed_at, resolved_on_first_contact,
-    updated_at, false, lsn, committed_at
+    operator_id, subject, channel_detail, created_at, first_response_at, closed_at,
+    resolved_on_first_contact, updated_at, false, lsn, committed_at
 FROM tmp_interactions_changes
 WHERE NOT is_deleted
 ON CONFLICT (id) DO UPDATE SET
@@ -21,6 +21,7 @@ ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status,
     operator_id = EXCLUDED.operator_id,
     subject = EXCLUDED.subject,
+    channel_detail = EXCLUDED.channel_detail,
     created_at = EXCLUDED.created_at,
     first_response_at = EXCLUDED.first_response_at,
     closed_at = EXCLUDED.closed_at,

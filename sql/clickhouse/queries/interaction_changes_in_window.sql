@@ -3,8 +3,8 @@
 -- would resurrect a value the CRM has just cleared. Deletes come through as is_deleted = 1.
 SELECT
     id, customer_id, channel_code, region_code, topic_code, queue_code, direction, status,
-    operator_id, subject, created_at, first_response_at, closed_at, resolved_on_first_contact,
-    updated_at, is_deleted, lsn, committed_at
+    operator_id, subject, channel_detail, created_at, first_response_at, closed_at,
+    resolved_on_first_contact, updated_at, is_deleted, lsn, committed_at
 FROM hrdv.interactions_buffer
 WHERE committed_at >= %(window_start)s AND committed_at < %(window_end)s
 ORDER BY id, lsn DESC

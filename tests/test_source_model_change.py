@@ -1,0 +1,120 @@
+"""CRM migration 001 applied while the live generator writes, on the real stack: the new column
+interactions.channel_detail flows into ClickHouse and staging without a restart, and the renamed
+status 'in_work' is reported by staging's check statuses_known until the known set has it.
+
+Uses the shared session `stack` (conftest). Like test_crm_live_pipeline, it deletes the
+interactions it created before it ends, so that the end-to-end windows see nothing of them. The
+generator also carries on interactions left open by other tests (and the migration renames theirs):
+the comparisons are on the interactions created here, the status count on all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from hrdv import clickhouse
+from hrdv.crm import live, migrate
+from hrdv.crm.behaviour import Behaviour, scaled
+from hrdv.definitions import defs
+from hrdv_assets.cdc import build_cdc_assets
+from hrdv_assets.interactions import INTERACTIONS
+from partitions import reporting_windows, window_of
+from test_crm_live_pipeline import ENGINEERS_SQL
+
+pytestmark = pytest.mark.stack
+
+BEFORE_001 = tuple(s for s in INTERACTIONS.known_statuses if s != "in_work")
+CREATED_SQL = "SELECT id, status, channel_detail FROM interactions WHERE created_at >= %s ORDER BY id"
+
+
+def _buffer_versions(dsn: str, ids: list[int]) -> list[tuple]:
+    with clickhouse.session(dsn) as client:
+        return [tuple(row) for row in client.query(
+            "SELECT id, status, channel_detail FROM (SELECT * FROM hrdv.interactions_buffer "
+            "WHERE id IN {ids:Array(Int64)} ORDER BY id, lsn DESC LIMIT 1 BY id) WHERE NOT is_deleted",
+            parameters={"ids": ids}).result_rows]
+
+
+def _write_with_migration_midway(crm_dsn: str) -> None:
+    """12 s of live changes (ten hours of lifecycle a minute), migration 001 after 5 s. The rate
+    is high so that, after the due steps of interactions other tests left open, new ones follow."""
+    writer = threading.Thread(target=live.run_live, kwargs=dict(
+        dsn=crm_dsn, rate=300, duration=12, seed=31, behaviour=scaled(Behaviour(), 1 / 600),
+        progress_every=60))
+    writer.start()
+    time.sleep(5)
+    assert migrate.apply(crm_dsn, "001")
+    writer.join()
+
+
+def _stage(entity, first: str, last: str):
+    """Materialise staging alone over windows first..last (one run), built from `entity`."""
+    assets = [a for a in build_cdc_assets(entity) if getattr(a, "key", None) == entity.staging_key]
+    result = materialize(
+        assets, instance=DagsterInstance.ephemeral(),
+        resources={"clickhouse": defs.resources["clickhouse"], "hrdv_db": defs.resources["hrdv_db"],
+                   "kafka": defs.resources["kafka"]},
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+    assert result.success
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def _wait_for_window_end(moment: datetime) -> str:
+    """The key of the window holding `moment`, once it has closed (its partition exists)."""
+    key = reporting_windows.get_partition_key_for_timestamp(moment.timestamp())
+    time.sleep(max(0.0, (window_of(key).end - datetime.now(timezone.utc)).total_seconds() + 1))
+    return key
+
+
+def test_migration_001_mid_stream_reaches_staging(stack) -> None:
+    settings = stack
+    with psycopg.connect(settings.crm_dsn) as conn:
+        conn.execute(ENGINEERS_SQL)
+        started = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # the CRM's clock
+    try:
+        _write_with_migration_midway(settings.crm_dsn)
+        written = datetime.now(timezone.utc)
+        with psycopg.connect(settings.crm_dsn) as conn:
+            crm = [tuple(row) for row in conn.execute(CREATED_SQL, (started,))]
+            in_work = conn.execute("SELECT count(*) FROM interactions WHERE status = 'in_work'").fetchone()[0]
+        details = [detail for _, _, detail in crm]
+        assert None in details and any(details), "need rows from before and after the migration"
+        assert in_work > 0, "no interaction reached 'in_work' after the migration"
+
+        deadline = time.monotonic() + 40
+        ids = [row[0] for row in crm]
+        while (buffered := _buffer_versions(settings.clickhouse_dsn, ids)) != crm:
+            assert time.monotonic() < deadline, (
+                f"the buffer differs from the CRM after 40 s: {set(buffered) ^ set(crm)}")
+            time.sleep(1)
+
+        first = reporting_windows.get_partition_key_for_timestamp(started.timestamp())
+        last = _wait_for_window_end(written)
+        # Before the known set had 'in_work', staging warned with its count (and staged all).
+        old = _stage(dataclasses.replace(INTERACTIONS, known_statuses=BEFORE_001), first, last)
+        check = old["statuses_known"]
+        assert not check.passed and check.severity == AssetCheckSeverity.WARN
+        assert check.metadata["unknown"].value == {"in_work": in_work}
+
+        with psycopg.connect(settings.hrdv_dsn) as conn:
+            staged = [tuple(row) for row in conn.execute(
+                "SELECT id, status, channel_detail FROM staging.interactions "
+                "WHERE id = ANY(%s) AND NOT is_deleted ORDER BY id", (ids,))]
+        assert staged == crm  # channel_detail NULL before the migration, its value after
+
+        # With 'in_work' known (as INTERACTIONS declares since migration 001), the check passes.
+        assert _stage(INTERACTIONS, first, last)["statuses_known"].passed
+    finally:
+        with psycopg.connect(settings.crm_dsn) as conn:
+            created = "SELECT id FROM interactions WHERE created_at >= %(started)s"
+            conn.execute(f"DELETE FROM work_orders WHERE interaction_id IN ({created})", {"started": started})
+            conn.execute(f"UPDATE claims SET interaction_id = NULL WHERE interaction_id IN ({created})",
+                         {"started": started})
+            conn.execute("DELETE FROM interactions WHERE created_at >= %(started)s", {"started": started})
