@@ -286,10 +286,41 @@ def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
                   **(kafka_parameters(kafka) if kafka else {})}
     files = schema_files(kafka)
     with session(dsn) as client:
+        old_buffer = _set_aside_buffer_ordered_by_id(client)
         for name in files:
             run_sql_file(client, name, parameters)
+        if old_buffer:
+            _move_rows(client, old_buffer, BUFFER)
     log.info("ClickHouse schema applied to %s (%s queue)", dsn, "Kafka" if kafka else "embedded")
     return files
+
+
+BUFFER = "hrdv.interactions_buffer"
+
+
+def _set_aside_buffer_ordered_by_id(client: Client) -> str | None:
+    """Rename a buffer of the old layout (ORDER BY id, which merged away all but the newest
+    version of an id per day) out of the way, so that the schema files create the new one
+    (ORDER BY (id, lsn)); returns its new name. None when there is nothing to migrate."""
+    rows = client.query("SELECT sorting_key FROM system.tables "
+                        "WHERE database = 'hrdv' AND name = 'interactions_buffer'").result_rows
+    if not rows or rows[0][0] != "id":
+        return None
+    aside = f"{BUFFER}_ordered_by_id"
+    client.command(f"RENAME TABLE {BUFFER} TO {aside}")
+    log.warning("ClickHouse: moving %s to the (id, lsn) layout", BUFFER)
+    return aside
+
+
+def _move_rows(client: Client, source: str, target: str) -> None:
+    """Copy every row of `source` into `target` by column name, then drop `source`."""
+    database, _, table = source.partition(".")
+    columns = [name for (name,) in client.query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+        "ORDER BY position", parameters={"db": database, "t": table}).result_rows]
+    listed = ", ".join(f"`{name}`" for name in columns)
+    client.command(f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}")
+    client.command(f"DROP TABLE {source}")
 
 
 def table_engine(client: Client, qualified_name: str) -> str | None:

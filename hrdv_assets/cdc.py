@@ -27,12 +27,14 @@ from psycopg import sql
 
 from hrdv.settings import load
 from hrdv.sql import sql_text
+from hrdv.stack.connect import unavailable_placeholder
 from partitions import WINDOW, WINDOW_ORIGIN, reporting_windows
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
 
 OWNERS = ["team:hrdv-data-engineering"]
+UNAVAILABLE = unavailable_placeholder()  # Debezium's stand-in for an unchanged TOASTed value
 MAX_LISTED_WINDOWS = 2000  # a week of 15-minute windows, and then some
 
 
@@ -111,7 +113,8 @@ def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, e
     """The window's changes, and its dead letters by reason, in one ClickHouse session."""
     window = {"window_start": ch_time(start), "window_end": ch_time(end)}
     with clickhouse.session() as client:
-        result = client.query(sql_text(entity.window_query), parameters=window)
+        result = client.query(sql_text(entity.window_query),
+                              parameters={**window, "unavailable": UNAVAILABLE})
         dead = client.query(
             sql_text("clickhouse/queries/dead_letters_in_window.sql"),
             parameters={**window, "topic": entity.topic},
@@ -185,7 +188,7 @@ def _write_changes(
             sql_text(entity.late_windows),
             {"range_start": window_start, "window": WINDOW, "origin": WINDOW_ORIGIN},
         ).fetchall()
-        cur.execute(sql_text(entity.upsert))
+        cur.execute(sql_text(entity.upsert), {"unavailable": UNAVAILABLE})
     # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
     return [utc(start).isoformat() for (start,) in late if start >= reporting_windows.start]
 
@@ -248,6 +251,8 @@ def _staging_asset(entity: StagedEntity):
                 "window_end": MetadataValue.text(window.end.isoformat()),
                 "kafka_lag_at_start": lag,
                 "dead_letters": sum(dead.values()),
+                # TOAST placeholders the buffer could not resolve: staging kept its old text.
+                "unresolved_toast_placeholders": sum(value == UNAVAILABLE for row in rows for value in row),
                 # Windows whose marts are stale until recomputed: the late-change sensor reads
                 # this list (sensors/late_changes.py). Capped: the metadata must stay small.
                 "late_window_count": len(late_windows),

@@ -139,9 +139,10 @@ def test_latest_version_per_id_by_lsn(dsn: str) -> None:
     latest = query(dsn, "SELECT argMax(status, lsn), max(lsn) FROM hrdv.interactions_buffer "
                         "WHERE id = {id:Int64}", {"id": item})
     assert latest == [("closed", lsn + 300)]
-    final = query(dsn, "SELECT status, lsn FROM hrdv.interactions_buffer FINAL WHERE id = {id:Int64}",
-                  {"id": item})
-    assert final == [("closed", lsn + 300)]
+    # Every version is kept (the TOAST resolution reads earlier ones); FINAL does not collapse them.
+    kept = query(dsn, "SELECT status, lsn FROM hrdv.interactions_buffer FINAL WHERE id = {id:Int64} "
+                      "ORDER BY lsn", {"id": item})
+    assert kept == [("new", lsn), ("assigned", lsn + 100), ("closed", lsn + 300)]
 
 
 def test_delete_wins_over_earlier_versions(dsn: str) -> None:
@@ -153,9 +154,9 @@ def test_delete_wins_over_earlier_versions(dsn: str) -> None:
     latest = query(dsn, "SELECT argMax(is_deleted, lsn) FROM hrdv.interactions_buffer "
                         "WHERE id = {id:Int64}", {"id": item})
     assert latest == [(1,)]
-    # FINAL drops ids whose latest version is a delete: staging must not rely on FINAL for deletes.
+    # Both versions are kept: the latest state is the highest LSN, never a FINAL read.
     assert query(dsn, "SELECT count() FROM hrdv.interactions_buffer FINAL WHERE id = {id:Int64}",
-                 {"id": item}) == [(0,)]
+                 {"id": item}) == [(2,)]
 
 
 def test_redelivery_is_not_double_counted(dsn: str) -> None:

@@ -287,7 +287,10 @@ OLD_SCHEMA = [
     "CREATE DATABASE hrdv",
     "CREATE TABLE hrdv.interactions_queue (message String, _topic LowCardinality(String), "
     "_partition UInt64, _offset UInt64, _timestamp Nullable(DateTime)) ENGINE = Null",
-    clickhouse.render_sql("interactions_buffer.sql"),  # unchanged, but without channel_detail
+    # The buffer of that time: ORDER BY id (merged an id's versions), without channel_detail.
+    clickhouse.render_sql("interactions_buffer.sql").replace("ORDER BY (id, lsn)", "ORDER BY id"),
+    "INSERT INTO hrdv.interactions_buffer (id, status, op, lsn, committed_at, is_deleted) "
+    "VALUES (7, 'new', 'c', 100, now64(3), 0)",
     "CREATE MATERIALIZED VIEW hrdv.interactions_buffer_mv TO hrdv.interactions_buffer AS "
     "SELECT JSONExtractInt(message, 'after', 'id') AS id, 0 AS lsn, _offset FROM hrdv.interactions_queue "
     "WHERE isValidJSON(message)",
@@ -303,7 +306,8 @@ OLD_SCHEMA = [
 
 def test_a_schema_from_before_the_intake_is_migrated(tmp_path) -> None:
     """apply_schema on a data path made by the old schema re-creates the views on the intake
-    path and adds channel_detail: each message then lands once, checked by today's rules."""
+    path, moves the buffer's rows to the (id, lsn) layout and adds channel_detail: each message
+    then lands once, checked by today's rules, and nothing buffered before is lost."""
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     with clickhouse.session(dsn) as client:
         for statement in OLD_SCHEMA:
@@ -311,7 +315,11 @@ def test_a_schema_from_before_the_intake_is_migrated(tmp_path) -> None:
     clickhouse.apply_schema(dsn)
     bad = dump(_replace(event("insert"), ("after", "customer_id"), "abc"))
     insert_messages(dsn, [event_text("insert"), "garbage", bad])
-    assert query(dsn, "SELECT id, _offset FROM hrdv.interactions_buffer") == [(image(event("insert"))["id"], 0)]
+    assert query(dsn, "SELECT id, _offset FROM hrdv.interactions_buffer WHERE id != 7") == [
+        (image(event("insert"))["id"], 0)]
+    assert query(dsn, "SELECT id, status, lsn FROM hrdv.interactions_buffer WHERE id = 7") == [(7, "new", 100)]
+    assert query(dsn, "SELECT sorting_key FROM system.tables WHERE database = 'hrdv' "
+                      "AND name IN ('interactions_buffer', 'interactions_buffer_ordered_by_id')") == [("id, lsn",)]
     assert query(dsn, "SELECT `offset`, reason FROM hrdv.dead_letters ORDER BY `offset`") == [
         (1, "not JSON"), (2, "wrong type: customer_id")]
     sources = query(dsn, "SELECT name, arrayJoin(dependencies_table) FROM system.tables "

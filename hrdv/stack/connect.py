@@ -35,6 +35,11 @@ def captured_tables() -> list[str]:
     return [name.strip() for name in raw["table.include.list"].split(",")]
 
 
+def unavailable_placeholder() -> str:
+    """What Debezium sends instead of an unchanged TOASTed value (REPLICA IDENTITY DEFAULT)."""
+    return json.loads(CONFIG_TEMPLATE.read_text())["unavailable.value.placeholder"]
+
+
 def _secrets_file(settings: Settings) -> Path:
     return settings.home / "conf" / "connect-secrets.properties"
 

@@ -1,14 +1,17 @@
 -- Every change event of CRM interactions, one row per event, parsed from Debezium's envelope.
 -- The staging query reads the events committed in a window and keeps the latest version per id.
 --
--- ReplacingMergeTree(lsn, is_deleted) ordered by id: a redelivered event (at-least-once from
--- Connect and from the consumers) carries the same lsn and is collapsed by FINAL or by
--- argMax(..., lsn). Partitions are days of the PostgreSQL commit time, so a window read
--- (committed_at in [start, end)) skips every other day through partition pruning, and the minmax
--- index skips granules inside the day. Note that FINAL collapses versions within one partition
--- only: versions of one id committed on different days survive FINAL, so the latest version
--- across days must be taken with argMax(..., lsn) GROUP BY id. Redeliveries share committed_at
--- and therefore always meet in the same partition.
+-- ReplacingMergeTree ordered by (id, lsn): every version of an interaction is kept, and only a
+-- redelivered event (at-least-once from Connect and from the consumers: same id, same lsn) is
+-- collapsed by merges and FINAL. Versions are kept on purpose: the window query takes the latest
+-- version per id with LIMIT 1 BY, and replaces Debezium's placeholder for an unchanged TOASTed
+-- text by that text's last real version (queries/interaction_changes_in_window.sql), which merges
+-- must not destroy. (Until this file said ORDER BY id, which merged each day's versions of an id
+-- into one; hrdv.clickhouse.apply_schema moves such a table's rows into this layout.)
+--
+-- Partitions are days of the PostgreSQL commit time, so a window read (committed_at in
+-- [start, end)) skips every other day through partition pruning, and the minmax index skips
+-- granules inside the day. Redeliveries share committed_at and always meet in one partition.
 --
 -- No TTL: Dagster may re-run (backfill) any window since the first partition, and the buffer is
 -- the only copy of the events once Kafka's retention has passed. Old days are dropped on purpose
@@ -43,6 +46,6 @@ CREATE TABLE IF NOT EXISTS hrdv.interactions_buffer
     ingested_at               DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX committed_at_minmax committed_at TYPE minmax GRANULARITY 1
 )
-ENGINE = ReplacingMergeTree(lsn, is_deleted)
+ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(committed_at)
-ORDER BY id
+ORDER BY (id, lsn)

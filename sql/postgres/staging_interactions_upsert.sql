@@ -1,5 +1,7 @@
 -- Upserts the changes COPYed into tmp_interactions_changes into staging.interactions.
 -- A row is only ever replaced by a newer change (higher LSN), so replays are harmless.
+-- A TOAST placeholder the window query could not resolve (parameter `unavailable`: an update left a large
+-- text untouched) keeps the staged text.
 INSERT INTO staging.interactions AS s (
     id, customer_id, channel_code, region_code, topic_code, queue_code, direction, status,
     operator_id, subject, channel_detail, created_at, first_response_at, closed_at,
@@ -20,8 +22,10 @@ ON CONFLICT (id) DO UPDATE SET
     direction = EXCLUDED.direction,
     status = EXCLUDED.status,
     operator_id = EXCLUDED.operator_id,
-    subject = EXCLUDED.subject,
-    channel_detail = EXCLUDED.channel_detail,
+    subject = CASE WHEN EXCLUDED.subject = %(unavailable)s THEN s.subject
+                   ELSE EXCLUDED.subject END,
+    channel_detail = CASE WHEN EXCLUDED.channel_detail = %(unavailable)s THEN s.channel_detail
+                          ELSE EXCLUDED.channel_detail END,
     created_at = EXCLUDED.created_at,
     first_response_at = EXCLUDED.first_response_at,
     closed_at = EXCLUDED.closed_at,
