@@ -149,16 +149,17 @@ def stop_stack(settings: Settings) -> None:
     postgres.stop(settings)
 
 
-def fresh_stack(customers: int, dagster: bool = False) -> Settings:
+def fresh_stack(customers: int, dagster: bool = False, history_days: int = 0) -> Settings:
     """Wipe $HRDV_HOME and start a new stack there with the ingestor (tests, benches).
 
     The stack's settings are exported to this process too: Dagster's resources read them.
+    history_days > 0 gives the CRM the bulk load `up` gives it (staff, history).
     """
     stop_stack(load())  # leftovers of an interrupted run
     shutil.rmtree(load().home, ignore_errors=True)
     settings = load()  # a new password for the new cluster
     os.environ.update(settings.child_env())
-    start_infrastructure(settings, customers=customers)
+    start_infrastructure(settings, customers=customers, history_days=history_days)
     _spawn_python(settings, "ingestor", ["hrdv.ingest"])
     if dagster:
         start_dagster(settings)

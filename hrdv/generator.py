@@ -12,6 +12,7 @@ they are the CRM's own clock. The same seed gives the same sequence of decisions
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,13 @@ class GeneratorStats:
     @property
     def changes(self) -> int:
         return self.inserted + self.updated + self.deleted
+
+    def add_transaction(self, changes: "GeneratorStats") -> None:
+        """Count one committed transaction and its changes."""
+        self.inserted += changes.inserted
+        self.updated += changes.updated
+        self.deleted += changes.deleted
+        self.transactions += 1
 
 
 @dataclass
@@ -136,40 +144,92 @@ def run(
     changes_per_transaction: int = 5,
     delete_share: float = 0.02,
     progress_every: float = 10.0,
+    stop: threading.Event | None = None,
+    reconnect_timeout: float = 60.0,
 ) -> GeneratorStats:
-    """Write about `rate` changes per second until `duration` seconds or `max_changes` pass."""
+    """Write about `rate` changes per second until `duration` seconds or `max_changes` pass, or
+    `stop` is set.
+
+    A lost connection (the CRM restarting, crashing) is not fatal: the generator reconnects for up
+    to `reconnect_timeout` seconds and reloads its state from the CRM, whose committed rows are
+    the truth (the transaction in flight may or may not have committed). Only committed changes
+    are counted.
+    """
     if rate <= 0:
         raise ValueError(f"rate must be positive (changes per second), got {rate}")
+    pace = _Pace(rate, duration, max_changes, stop or threading.Event(), progress_every)
     rng = random.Random(seed)
     stats = GeneratorStats()
-    started = time.monotonic()
-    last_report = started
+    while not pace.done(stats):
+        try:
+            _write(dsn, rng, stats, pace, changes_per_transaction, delete_share)
+        except psycopg.OperationalError as error:
+            print(f"generator: lost the CRM ({str(error).strip()}); reconnecting", flush=True)
+            _wait_for_crm(dsn, pace, reconnect_timeout)
+    return stats
+
+
+@dataclass
+class _Pace:
+    """When the next change is due, and when to stop."""
+
+    rate: float
+    duration: float | None
+    max_changes: int | None
+    stop: threading.Event
+    progress_every: float
+    started: float = field(default_factory=time.monotonic)
+    last_report: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def done(self, stats: GeneratorStats) -> bool:
+        return (self.stop.is_set()
+                or (self.duration is not None and self.elapsed() >= self.duration)
+                or (self.max_changes is not None and stats.changes >= self.max_changes))
+
+    def due(self, stats: GeneratorStats, per_transaction: int) -> int:
+        """Changes to write now (0: sleep a little first)."""
+        batch = min(int(self.elapsed() * self.rate) + 1 - stats.changes, per_transaction)
+        if self.max_changes is not None:
+            batch = min(batch, self.max_changes - stats.changes)
+        return max(batch, 0)
+
+    def report(self, stats: GeneratorStats, open_count: int) -> None:
+        if time.monotonic() - self.last_report < self.progress_every:
+            return
+        self.last_report = time.monotonic()
+        print(f"generator: {stats.changes} changes ({stats.inserted} new, {stats.updated} "
+              f"updates, {stats.deleted} deletes) in {self.elapsed():.0f} s, {open_count} open",
+              flush=True)
+
+
+def _write(dsn: str, rng: random.Random, stats: GeneratorStats, pace: _Pace,
+           changes_per_transaction: int, delete_share: float) -> None:
     # Autocommit, so that each conn.transaction() below is one real CRM transaction.
     with psycopg.connect(dsn, application_name="hrdv-generator", autocommit=True) as conn:
         state = _load_state(conn)
-        while True:
-            elapsed = time.monotonic() - started
-            if duration is not None and elapsed >= duration:
-                break
-            if max_changes is not None and stats.changes >= max_changes:
-                break
-            due = int(elapsed * rate) + 1 - stats.changes
-            if due <= 0:
-                time.sleep(min(0.05, 1 / rate))
+        while not pace.done(stats):
+            batch = pace.due(stats, changes_per_transaction)
+            if batch == 0:
+                time.sleep(min(0.05, 1 / pace.rate))
                 continue
-            batch = min(due, changes_per_transaction)
-            if max_changes is not None:
-                batch = min(batch, max_changes - stats.changes)
+            pending = GeneratorStats()
             with conn.transaction(), conn.cursor() as cur:
                 for _ in range(batch):
-                    _one_change(cur, rng, state, stats, delete_share)
-            stats.transactions += 1
-            if time.monotonic() - last_report >= progress_every:
-                last_report = time.monotonic()
-                print(
-                    f"generator: {stats.changes} changes ({stats.inserted} new, {stats.updated} "
-                    f"updates, {stats.deleted} deletes) in {elapsed:.0f} s, "
-                    f"{len(state.open_ids)} open",
-                    flush=True,
-                )
-    return stats
+                    _one_change(cur, rng, state, pending, delete_share)
+            stats.add_transaction(pending)
+            pace.report(stats, len(state.open_ids))
+
+
+def _wait_for_crm(dsn: str, pace: _Pace, timeout: float) -> None:
+    """Return once the CRM accepts connections again (or a stop is requested); raise after timeout."""
+    deadline = time.monotonic() + timeout
+    while not pace.stop.wait(0.5):
+        try:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise

@@ -90,3 +90,28 @@ def fresh_crm(crm_cluster: Settings) -> Iterator[Callable[[], str]]:
     yield make
     for name in made:
         drop_database(crm_cluster, name)
+
+
+_recoveries: list[dict] = []
+
+
+@pytest.fixture(scope="session")
+def recovery_report() -> list[dict]:
+    """Fault tests append {fault, restart_s, recovery_s, duplicates[, note]}; the terminal
+    summary prints them as a table."""
+    return _recoveries
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _recoveries:
+        return
+    terminalreporter.section("recovery after faults")
+    terminalreporter.write_line(f"{'fault':22} {'restart cmd s':>13} {'recovery s':>10} {'duplicates':>10}  note")
+
+    def cell(value: object, width: int) -> str:
+        return f"{'-' if value is None else value:>{width}}"
+
+    for row in _recoveries:
+        terminalreporter.write_line(f"{row['fault']:22} {cell(row['restart_s'], 13)} "
+                                    f"{cell(row['recovery_s'], 10)} {cell(row['duplicates'], 10)}  "
+                                    f"{row.get('note', '')}")

@@ -22,25 +22,23 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from recompute import (
+    assert_same,
+    assert_staging_equals,
+    backfill,
+    crm_rows,
+    mart_rows,
+    recompute_from_crm,
+    resources,
+)
 
 from hrdv import generator
 from hrdv.definitions import defs
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
-from partitions import WINDOW, window_of
+from partitions import window_of
 from resources.kafka import KafkaResource
 
 pytestmark = pytest.mark.stack
-
-MART_COLUMNS = ["opened", "closed", "avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]
-
-
-def _resources(settings) -> dict:
-    return {
-        "clickhouse": defs.resources["clickhouse"],
-        "hrdv_db": defs.resources["hrdv_db"],
-        "kafka": defs.resources["kafka"],
-    }
 
 
 def _kafka(settings) -> KafkaResource:
@@ -88,13 +86,13 @@ class SensorDriver:
                 return runs
             for request in result.run_requests:
                 assert materialize(interaction_assets, instance=self.instance, selection=[MART_KEY],
-                                   resources=_resources(self.settings), tags=request.tags).success
+                                   resources=resources(), tags=request.tags).success
                 runs += 1
 
     def run(self, key: str) -> None:
         result = materialize(
             interaction_assets, partition_key=key, instance=self.instance,
-            resources=_resources(self.settings),
+            resources=resources(),
             selection=[INTERACTIONS.staging_key, MART_KEY],
         )
         assert result.success
@@ -106,58 +104,6 @@ class SensorDriver:
             late = event.materialization.metadata.get("late_windows")
             if late is not None:
                 self.late_windows.update(late.value)
-
-
-def _recompute_from_crm(settings, first: datetime, end: datetime) -> pd.DataFrame:
-    with psycopg.connect(settings.crm_dsn) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        rows = conn.execute(
-            "SELECT channel_code, region_code, created_at, closed_at, resolved_on_first_contact FROM interactions"
-        ).fetchall()
-    crm = pd.DataFrame(rows, columns=["channel_code", "region_code", "created_at", "closed_at", "fcr"])
-    crm["created_at"] = pd.to_datetime(crm["created_at"], utc=True)
-    crm["closed_at"] = pd.to_datetime(crm["closed_at"], utc=True)
-    keys = ["window_start", "channel_code", "region_code"]
-    opened = (crm.assign(window_start=crm["created_at"].dt.floor(WINDOW))
-              .groupby(keys).size().rename("opened"))
-    done = crm[crm["closed_at"].notna()].copy()
-    done["window_start"] = done["closed_at"].dt.floor(WINDOW)
-    done["resolution"] = (done["closed_at"] - done["created_at"]).dt.total_seconds()
-    done["fcr"] = done["fcr"].fillna(False).astype(float)
-    closed = done.groupby(keys).agg(
-        closed=("resolution", "size"),
-        avg_resolution_s=("resolution", "mean"),
-        p90_resolution_s=("resolution", lambda s: s.quantile(0.9)),
-        first_contact_resolution_share=("fcr", "mean"),
-    )
-    expected = pd.concat([opened, closed], axis=1).reset_index()
-    expected[["opened", "closed"]] = expected[["opened", "closed"]].fillna(0).astype(int)
-    inside = (expected["window_start"] >= first) & (expected["window_start"] < end)
-    return expected[inside].sort_values(keys).reset_index(drop=True)
-
-
-def _mart(settings, first: datetime, end: datetime) -> pd.DataFrame:
-    with psycopg.connect(settings.hrdv_dsn) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        cur = conn.execute(
-            "SELECT window_start, channel_code, region_code, " + ", ".join(MART_COLUMNS) +
-            " FROM mart.interaction_kpi WHERE window_start >= %s AND window_start < %s ORDER BY 1, 2, 3",
-            (first, end),
-        )
-        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
-    frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True)
-    return frame
-
-
-def _assert_same(mart: pd.DataFrame, expected: pd.DataFrame) -> None:
-    keys = ["window_start", "channel_code", "region_code"]
-    assert len(expected) > 0
-    assert mart[keys].equals(expected[keys]), "the mart has other (window, channel, region) rows"
-    for column in ["opened", "closed"]:
-        assert (mart[column].astype(int) == expected[column]).all(), column
-    for column in ["avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]:
-        pd.testing.assert_series_equal(mart[column].astype(float), expected[column].astype(float),
-                                       check_names=False, rtol=1e-9, atol=1e-6)
 
 
 def test_interactions_flow_into_the_mart(stack) -> None:
@@ -190,41 +136,25 @@ def test_interactions_flow_into_the_mart(stack) -> None:
 
     first = window_of(keys[0]).start.astimezone(timezone.utc)
     end = window_of(keys[-1]).end.astimezone(timezone.utc)
-    expected = _recompute_from_crm(settings, first, end)
+    expected = recompute_from_crm(settings, first, end)
     assert expected["opened"].sum() > 1000, "the generator wrote too little to be a test"
 
     # Windows that no later change touched are already exact after the sensor-driven runs.
     late = {pd.Timestamp(w) for w in driver.late_windows}
     untouched = ~expected["window_start"].isin(late)
-    mart = _mart(settings, first, end)
-    _assert_same(mart[~mart["window_start"].isin(late)].reset_index(drop=True),
-                 expected[untouched].reset_index(drop=True))
+    mart = mart_rows(settings, first, end)
+    assert_same(mart[~mart["window_start"].isin(late)].reset_index(drop=True),
+                expected[untouched].reset_index(drop=True))
 
     # The late-change sensor recomputes the windows later changes altered: then all are exact.
     # (The generator deletes open interactions, mostly from earlier windows: there are late ones.)
     assert late, "no late window: this run did not exercise the late-change path"
     assert driver.settle_late_windows() >= 1
-    _assert_same(_mart(settings, first, end), expected)
+    assert_same(mart_rows(settings, first, end), expected)
 
     # A single-run backfill over all the windows gives the same.
-    result = materialize(
-        interaction_assets, instance=instance, resources=_resources(settings),
-        selection=[INTERACTIONS.staging_key, MART_KEY],
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-    )
-    assert result.success
-    _assert_same(_mart(settings, first, end), expected)
-    _assert_staging_equals_crm(settings)
-
-
-def _assert_staging_equals_crm(settings) -> None:
-    columns = ", ".join(c for c in INTERACTIONS.columns
-                        if c not in ("is_deleted", "lsn", "committed_at", "channel_detail"))  # no migration here
-    with psycopg.connect(settings.crm_dsn) as crm, psycopg.connect(settings.hrdv_dsn) as hrdv:
-        source = crm.execute(f"SELECT {columns} FROM interactions ORDER BY id").fetchall()
-        staged = hrdv.execute(
-            f"SELECT {columns} FROM staging.interactions WHERE NOT is_deleted ORDER BY id"
-        ).fetchall()
-        deleted = hrdv.execute("SELECT count(*) FROM staging.interactions WHERE is_deleted").fetchone()[0]
-    assert staged == source
+    backfill(instance, keys[0], keys[-1])
+    assert_same(mart_rows(settings, first, end), expected)
+    with psycopg.connect(settings.crm_dsn) as conn:
+        deleted = assert_staging_equals(settings, crm_rows(conn))
     assert deleted > 0, "the generator's deletes should be staged as flagged rows"

@@ -1,0 +1,121 @@
+"""What the warehouse should contain, computed independently from the CRM, and the comparisons.
+
+Shared by the end-to-end test and the fault-injection tests:
+- `crm_rows` reads the CRM's interactions (the truth); `recompute_kpi` turns such rows into the
+  KPI mart with pandas, without any of the pipeline's SQL;
+- `assert_same` compares mart rows with that recomputation, `assert_staging_equals` compares
+  staging with CRM rows, row for row;
+- `backfill` materialises staging and mart over a range of windows in one run, as an operator's
+  single-run backfill would.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import psycopg
+from dagster import DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from hrdv.definitions import defs
+from hrdv.settings import Settings
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
+from partitions import WINDOW
+
+KEYS = ["window_start", "channel_code", "region_code"]
+MART_COLUMNS = ["opened", "closed", "avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]
+# The CRM's columns as staging holds them (staging adds is_deleted, lsn and committed_at).
+CRM_COLUMNS = [c for c in INTERACTIONS.columns if c not in ("is_deleted", "lsn", "committed_at")]
+
+
+def resources() -> dict:
+    return {name: defs.resources[name] for name in ("clickhouse", "hrdv_db", "kafka")}
+
+
+def backfill(instance: DagsterInstance, first_key: str, last_key: str) -> None:
+    """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded."""
+    result = materialize(
+        interaction_assets, instance=instance, resources=resources(),
+        selection=[INTERACTIONS.staging_key, MART_KEY],
+        tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
+    )
+    assert result.success, f"backfill {first_key}...{last_key} failed"
+
+
+def crm_rows(conn: psycopg.Connection) -> list[tuple]:
+    """The CRM's interactions (CRM_COLUMNS), ordered by id. Before migration 001 the CRM has no
+    channel_detail, and staging must then hold NULL there."""
+    present = {name for (name,) in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'interactions'")}
+    selected = [name if name in present else f"NULL AS {name}" for name in CRM_COLUMNS]
+    return conn.execute(f"SELECT {', '.join(selected)} FROM interactions ORDER BY id").fetchall()
+
+
+def recompute_kpi(rows: list[tuple], first: datetime, end: datetime) -> pd.DataFrame:
+    """The mart rows of windows in [first, end) that CRM rows (crm_rows) imply, by pandas."""
+    crm = pd.DataFrame(rows, columns=CRM_COLUMNS).rename(columns={"resolved_on_first_contact": "fcr"})
+    crm["created_at"] = pd.to_datetime(crm["created_at"], utc=True)
+    crm["closed_at"] = pd.to_datetime(crm["closed_at"], utc=True)
+    opened = (crm.assign(window_start=crm["created_at"].dt.floor(WINDOW))
+              .groupby(KEYS).size().rename("opened"))
+    done = crm[crm["closed_at"].notna()].copy()
+    done["window_start"] = done["closed_at"].dt.floor(WINDOW)
+    done["resolution"] = (done["closed_at"] - done["created_at"]).dt.total_seconds()
+    done["fcr"] = done["fcr"].fillna(False).astype(float)
+    closed = done.groupby(KEYS).agg(
+        closed=("resolution", "size"),
+        avg_resolution_s=("resolution", "mean"),
+        p90_resolution_s=("resolution", lambda s: s.quantile(0.9)),
+        first_contact_resolution_share=("fcr", "mean"),
+    )
+    expected = pd.concat([opened, closed], axis=1).reset_index()
+    expected[["opened", "closed"]] = expected[["opened", "closed"]].fillna(0).astype(int)
+    inside = (expected["window_start"] >= first) & (expected["window_start"] < end)
+    return expected[inside].sort_values(KEYS).reset_index(drop=True)
+
+
+def recompute_from_crm(settings: Settings, first: datetime, end: datetime) -> pd.DataFrame:
+    with psycopg.connect(settings.crm_dsn) as conn:
+        return recompute_kpi(crm_rows(conn), first, end)
+
+
+def mart_rows(settings: Settings, first: datetime, end: datetime) -> pd.DataFrame:
+    """mart.interaction_kpi rows of windows in [first, end), ordered like recompute_kpi."""
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        cur = conn.execute(
+            "SELECT window_start, channel_code, region_code, " + ", ".join(MART_COLUMNS) +
+            " FROM mart.interaction_kpi WHERE window_start >= %s AND window_start < %s ORDER BY 1, 2, 3",
+            (first, end),
+        )
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    frame["window_start"] = pd.to_datetime(frame["window_start"], utc=True)
+    return frame
+
+
+def assert_same(mart: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Mart rows equal the recomputation: same keys, exact counts, measures to 1e-9."""
+    assert len(expected) > 0, "nothing to compare: the recomputation has no rows"
+    assert mart[KEYS].equals(expected[KEYS]), "the mart has other (window, channel, region) rows"
+    for column in ["opened", "closed"]:
+        assert (mart[column].astype(int) == expected[column]).all(), column
+    for column in ["avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]:
+        pd.testing.assert_series_equal(mart[column].astype(float), expected[column].astype(float),
+                                       check_names=False, rtol=1e-9, atol=1e-6)
+
+
+def assert_staging_equals(settings: Settings, source: list[tuple]) -> int:
+    """Staging's live rows equal the CRM rows `source` (crm_rows), row for row; returns how many
+    deleted interactions staging keeps as flagged rows."""
+    with psycopg.connect(settings.hrdv_dsn) as hrdv:
+        staged = hrdv.execute(f"SELECT {', '.join(CRM_COLUMNS)} FROM staging.interactions "
+                              "WHERE NOT is_deleted ORDER BY id").fetchall()
+        deleted = hrdv.execute("SELECT count(*) FROM staging.interactions WHERE is_deleted").fetchone()[0]
+    if staged != source:
+        missing = {row[0] for row in source} - {row[0] for row in staged}
+        extra = {row[0] for row in staged} - {row[0] for row in source}
+        differ = [a[0] for a, b in zip(staged, source) if a != b][:10]
+        raise AssertionError(f"staging differs from the CRM: {len(staged)} vs {len(source)} rows, "
+                             f"missing ids {sorted(missing)[:10]}, extra {sorted(extra)[:10]}, "
+                             f"first differing ids {differ}")
+    return deleted
