@@ -82,13 +82,16 @@ def start_dagster(settings: Settings) -> None:
         link.symlink_to(REPO_ROOT / "dagster.yaml")
     env = settings.child_env()
     workspace = str(REPO_ROOT / "workspace.yaml")
-    process.spawn("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", workspace],
-                  settings, env=env, cwd=REPO_ROOT)
-    process.spawn(
-        "dagster-webserver",
-        [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(settings.dagster_port), "-w", workspace],
-        settings, env=env, cwd=REPO_ROOT,
-    )
+    commands = {
+        "dagster-daemon": [_bin("dagster-daemon"), "run", "-w", workspace],
+        "dagster-webserver": [_bin("dagster-webserver"), "-h", "127.0.0.1",
+                              "-p", str(settings.dagster_port), "-w", workspace],
+    }
+    for name, argv in commands.items():  # `up` again starts only what is down
+        if process.is_running(name, settings):
+            click.echo(f"{name}: already running")
+        else:
+            process.spawn(name, argv, settings, env=env, cwd=REPO_ROOT)
     process.wait_for_port(settings.dagster_port, 120, "dagster-webserver")
 
 

@@ -44,8 +44,8 @@ SCHEMA: tuple[str, ...] = (
     "dbz_is_timestamp.sql",
     "interactions_row_error.sql",
     "interactions_message_error.sql",
-    "interactions_queue.{queue}.sql",
     "interactions_intake.sql",
+    "interactions_queue.{queue}.sql",  # the embedded queue copies the intake's columns
     "interactions_checked.sql",
     "interactions_buffer.sql",
     "interactions_buffer_channel_detail.sql",

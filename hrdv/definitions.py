@@ -15,6 +15,9 @@ _settings = load()
 
 # Runs that open chDB take turns (one process per data path); dagster.yaml limits this tag to 1.
 CLICKHOUSE_TAGS = {"hrdv/clickhouse": "chdb"} if _settings.clickhouse_dsn.startswith("chdb") else {}
+# A window's run takes seconds; one still STARTED after this is dead or stuck, and the daemon's
+# run monitoring fails it (dagster.yaml) so that it stops holding the chDB slot.
+MAX_RUNTIME = {"dagster/max_runtime": "600"}
 
 interactions_windows = define_asset_job(
     name="interactions_windows",
@@ -22,7 +25,7 @@ interactions_windows = define_asset_job(
     selection=AssetSelection.groups("interactions"),
     # One process: a window's run is seconds of work, the multiprocess executor adds ~1.4 s a step.
     executor_def=in_process_executor,
-    tags=CLICKHOUSE_TAGS,
+    tags={**CLICKHOUSE_TAGS, **MAX_RUNTIME},
 )
 
 # Recomputes the mart alone (no ClickHouse): for windows that later changes altered.
@@ -31,6 +34,7 @@ interaction_kpi_recompute = define_asset_job(
     description="The interaction KPI mart of windows that changes staged later altered.",
     selection=AssetSelection.assets(MART_KEY),
     executor_def=in_process_executor,
+    tags=MAX_RUNTIME,
 )
 
 defs = Definitions(

@@ -117,6 +117,11 @@ password_encryption = 'scram-sha-256'
 shared_buffers = 128MB
 # Fewer forced checkpoints during bulk loads (10 million customers write several GB of WAL).
 max_wal_size = 4GB
+# A slot whose consumer is gone (Connect down for hours) retains WAL without bound; past this much
+# PostgreSQL invalidates the slot rather than fill the CRM's disk. About 0.9 KiB of WAL per change
+# (bench/bench_slot_retention.py): 16 GB is 5 h of downtime at 1 000 changes/s, 10 days at 20/s.
+# An invalidated slot means a new snapshot (README, "Failure modes and recovery").
+max_slot_wal_keep_size = 16GB
 """
     hba = """# Written by hrdv/stack/postgres.py on every start; edits are lost.
 # Socket: the OS users root and postgres may be the superuser postgres (bootstrap, admin).
