@@ -252,7 +252,7 @@ def _staging_asset(entity: StagedEntity):
                 "kafka_lag_at_start": lag,
                 "dead_letters": sum(dead.values()),
                 # TOAST placeholders the buffer could not resolve: staging kept its old text.
-                "unresolved_toast_placeholders": sum(value == UNAVAILABLE for row in rows for value in row),
+                "unresolved_toast_placeholders": sum(UNAVAILABLE in row for row in rows),
                 # Windows whose marts are stale until recomputed: the late-change sensor reads
                 # this list (sensors/late_changes.py). Capped: the metadata must stay small.
                 "late_window_count": len(late_windows),

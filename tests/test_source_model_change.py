@@ -42,15 +42,42 @@ def _buffer_versions(dsn: str, ids: list[int]) -> list[tuple]:
             parameters={"ids": ids}).result_rows]
 
 
+# Rows of the test's own beside the generator's: the generator first advances interactions that
+# earlier tests left open (thousands after the fault tests), and may create none of its own in 12 s.
+# The generator numbers from max(id) + 1 when it starts: the rows before it starts take ids above
+# those written later (negative: below every generated id when the CRM has any).
+BEFORE_IDS, AFTER_IDS = range(-5 * 10**11 + 10, -5 * 10**11 + 13), range(-5 * 10**11, -5 * 10**11 + 3)
+DIRECT_SQL = """
+    INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
+                              status, operator_id, subject, created_at, updated_at {detail_column})
+    SELECT %(id)s, c.id, 'chat', c.region_code,
+           (SELECT code FROM topics WHERE parent_code IS NOT NULL ORDER BY code LIMIT 1),
+           (SELECT code FROM queues ORDER BY code LIMIT 1), %(status)s,
+           (SELECT id FROM employees WHERE role = 'operator' ORDER BY id LIMIT 1),
+           'source-model test', clock_timestamp(), clock_timestamp() {detail_value}
+    FROM customers c ORDER BY c.id LIMIT 1"""
+
+
+def _insert_direct(crm_dsn: str, ids: range, status: str, detail: str | None) -> None:
+    extra = ("", "") if detail is None else (", channel_detail", ", %(detail)s")
+    statement = DIRECT_SQL.format(detail_column=extra[0], detail_value=extra[1])
+    with psycopg.connect(crm_dsn, autocommit=True) as conn:
+        for item in ids:
+            conn.execute(statement, {"id": item, "status": status, "detail": detail})
+
+
 def _write_with_migration_midway(crm_dsn: str) -> None:
-    """12 s of live changes (ten hours of lifecycle a minute), migration 001 after 5 s. The rate
-    is high so that, after the due steps of interactions other tests left open, new ones follow."""
+    """12 s of live changes (ten hours of lifecycle a minute), migration 001 after 5 s, and the
+    test's own rows on either side of it: 'in_progress' ones before (the migration renames them),
+    ones with a channel_detail after."""
+    _insert_direct(crm_dsn, BEFORE_IDS, "in_progress", None)
     writer = threading.Thread(target=live.run_live, kwargs=dict(
         dsn=crm_dsn, rate=300, duration=12, seed=31, behaviour=scaled(Behaviour(), 1 / 600),
         progress_every=60))
     writer.start()
     time.sleep(5)
     assert migrate.apply(crm_dsn, "001")
+    _insert_direct(crm_dsn, AFTER_IDS, "in_work", "telegram")
     writer.join()
 
 

@@ -241,6 +241,35 @@ def recover(settings: Settings, component: str, downtime: float = 3.0,
             restart(settings, component)
 
 
+# --- a replayed topic ------------------------------------------------------------------------------
+def replay_topic(settings: Settings, batch: int = 5000) -> int:
+    """Deliver every message of the interactions topic to ClickHouse once more, with its Kafka
+    coordinates, as a consumer rewound to the start (or a re-created Kafka-engine table) would;
+    returns how many messages went in. Reads up to the end offsets at the call."""
+    from hrdv import clickhouse, ingest
+
+    topic, ends = settings.topic("interactions"), end_offsets(settings)
+    consumer = _consumer(settings, f"{settings.consumer_group}-replay")
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    replayed, pending = 0, {p: end for p, end in ends.items() if end > 0}
+    try:
+        while pending:
+            messages = [m for m in consumer.consume(batch, timeout=5) if not m.error()]
+            assert messages, f"nothing more to read of {topic} before its end offsets {ends}"
+            messages = [m for m in messages if m.offset() < ends[m.partition()]]
+            rows = ingest.queue_rows(messages, ingest.topic_queues(settings))
+            with clickhouse.session(settings.clickhouse_dsn) as client:
+                for queue, queued in rows.items():
+                    client.insert(queue, queued, column_names=ingest.QUEUE_COLUMNS)
+            replayed += sum(map(len, rows.values()))
+            for m in messages:
+                if m.offset() + 1 >= pending.get(m.partition(), 0):
+                    pending.pop(m.partition(), None)
+    finally:
+        consumer.close()
+    return replayed
+
+
 # --- background CRM writes -------------------------------------------------------------------------
 class Writer:
     """hrdv.generator in a thread: start, stop (the last change is committed when stop returns)."""
