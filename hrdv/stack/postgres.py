@@ -240,7 +240,10 @@ def _hand_over_tables(conn: psycopg.Connection, owner: str) -> None:
         """SELECT c.relkind, n.nspname, c.relname FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S')
-             AND pg_get_userbyid(c.relowner) <> %s""", [owner]).fetchall()
+             AND pg_get_userbyid(c.relowner) <> %s
+             -- a serial's sequence follows its table (and cannot be given away alone)
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                             AND d.objid = c.oid AND d.deptype IN ('a', 'i'))""", [owner]).fetchall()
     for kind, schema, name in rows:
         conn.execute(sql.SQL("ALTER {} {}.{} OWNER TO {}").format(
             sql.SQL(kinds[kind]), sql.Identifier(schema), sql.Identifier(name),
