@@ -64,9 +64,7 @@ def per_minute_slopes(samples: list[tuple[float, int]]) -> list[float]:
 
 def buffer_caught_up(settings: Settings, since: datetime) -> bool:
     """A heartbeat committed after `since` is in Kafka and ClickHouse has everything before it."""
-    resource = KafkaResource(bootstrap_servers=settings.kafka_bootstrap,
-                             consumer_group=settings.consumer_group,
-                             heartbeat_topic=settings.topic("debezium_heartbeat"))
+    resource = KafkaResource.of_stack(settings)
     heartbeat = resource.latest_heartbeat()
     if heartbeat is None or heartbeat <= since:
         return False

@@ -62,9 +62,7 @@ def write_changes(dsn: str, changes: int, first: int) -> None:
 
 
 def wait_until_buffered(settings, timeout: float = 300) -> float:
-    kafka = KafkaResource(bootstrap_servers=settings.kafka_bootstrap,
-                          consumer_group=settings.consumer_group,
-                          heartbeat_topic=settings.topic("debezium_heartbeat"))
+    kafka = KafkaResource.of_stack(settings)
     began = time.monotonic()
     previous = -1
     while time.monotonic() - began < timeout:

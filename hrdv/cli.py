@@ -230,11 +230,7 @@ def status() -> None:
     if not jvms["broker"].get("up"):
         click.echo(f"{'lag':18} unknown: the Kafka broker is down (`./hrdv.sh up` starts it)")
         return
-    resource = KafkaResource(
-        bootstrap_servers=settings.kafka_bootstrap,
-        consumer_group=settings.consumer_group,
-        heartbeat_topic=settings.topic("debezium_heartbeat"),
-    )
+    resource = KafkaResource.of_stack(settings)
     try:
         for lag in resource.lag([settings.topic("interactions")]):
             click.echo(f"{'lag':18} {lag.name}: {lag.lag} messages (end {lag.end_offset}, "

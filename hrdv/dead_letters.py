@@ -76,11 +76,8 @@ def _now(client: Client) -> datetime:
 def predict(client: Client, entity: str, topic: str, selection: Selection) -> list[tuple]:
     """(previous reason, outcome, reason, messages) a replay would give, without replaying."""
     outcomes = _query("dead_letter_replay_outcomes.sql", entity=entity)
-    rows = client.query(
-        f"SELECT previous_reason, if(reason = '', 'parsed', 'still failing') AS outcome, reason, "
-        f"count() FROM ({outcomes}) GROUP BY ALL ORDER BY outcome, 4 DESC",
-        parameters=_parameters(topic, selection, _now(client)),
-    ).result_rows
+    rows = client.query(_query("dead_letter_replay_prediction.sql", outcomes=outcomes),
+                        parameters=_parameters(topic, selection, _now(client))).result_rows
     return [tuple(row) for row in rows]
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from hrdv.pacing import Pace
+
 # Codes from sql/crm/reference_data.sql (applied when PostgreSQL starts).
 CHANNELS = ["call", "chat", "web"]
 CHANNEL_WEIGHTS = [0.55, 0.3, 0.15]
@@ -155,75 +157,40 @@ def run(
     the truth (the transaction in flight may or may not have committed). Only committed changes
     are counted.
     """
-    if rate <= 0:
-        raise ValueError(f"rate must be positive (changes per second), got {rate}")
-    pace = _Pace(rate, duration, max_changes, stop or threading.Event(), progress_every)
+    pace = Pace(rate, duration, max_changes, stop or threading.Event())
     rng = random.Random(seed)
     stats = GeneratorStats()
-    while not pace.done(stats):
+    while not pace.done(stats.changes):
         try:
-            _write(dsn, rng, stats, pace, changes_per_transaction, delete_share)
+            _write(dsn, rng, stats, pace, changes_per_transaction, delete_share, progress_every)
         except psycopg.OperationalError as error:
             print(f"generator: lost the CRM ({str(error).strip()}); reconnecting", flush=True)
             _wait_for_crm(dsn, pace, reconnect_timeout)
     return stats
 
 
-@dataclass
-class _Pace:
-    """When the next change is due, and when to stop."""
-
-    rate: float
-    duration: float | None
-    max_changes: int | None
-    stop: threading.Event
-    progress_every: float
-    started: float = field(default_factory=time.monotonic)
-    last_report: float = field(default_factory=time.monotonic)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def done(self, stats: GeneratorStats) -> bool:
-        return (self.stop.is_set()
-                or (self.duration is not None and self.elapsed() >= self.duration)
-                or (self.max_changes is not None and stats.changes >= self.max_changes))
-
-    def due(self, stats: GeneratorStats, per_transaction: int) -> int:
-        """Changes to write now (0: sleep a little first)."""
-        batch = min(int(self.elapsed() * self.rate) + 1 - stats.changes, per_transaction)
-        if self.max_changes is not None:
-            batch = min(batch, self.max_changes - stats.changes)
-        return max(batch, 0)
-
-    def report(self, stats: GeneratorStats, open_count: int) -> None:
-        if time.monotonic() - self.last_report < self.progress_every:
-            return
-        self.last_report = time.monotonic()
-        print(f"generator: {stats.changes} changes ({stats.inserted} new, {stats.updated} "
-              f"updates, {stats.deleted} deletes) in {self.elapsed():.0f} s, {open_count} open",
-              flush=True)
-
-
-def _write(dsn: str, rng: random.Random, stats: GeneratorStats, pace: _Pace,
-           changes_per_transaction: int, delete_share: float) -> None:
+def _write(dsn: str, rng: random.Random, stats: GeneratorStats, pace: Pace,
+           changes_per_transaction: int, delete_share: float, progress_every: float) -> None:
     # Autocommit, so that each conn.transaction() below is one real CRM transaction.
     with psycopg.connect(dsn, application_name="hrdv-generator", autocommit=True) as conn:
         state = _load_state(conn)
-        while not pace.done(stats):
-            batch = pace.due(stats, changes_per_transaction)
+        while not pace.done(stats.changes):
+            batch = pace.due(stats.changes, changes_per_transaction)
             if batch == 0:
-                time.sleep(min(0.05, 1 / pace.rate))
+                pace.nap()
                 continue
             pending = GeneratorStats()
             with conn.transaction(), conn.cursor() as cur:
                 for _ in range(batch):
                     _one_change(cur, rng, state, pending, delete_share)
             stats.add_transaction(pending)
-            pace.report(stats, len(state.open_ids))
+            if pace.report_due(progress_every):
+                print(f"generator: {stats.changes} changes ({stats.inserted} new, {stats.updated} "
+                      f"updates, {stats.deleted} deletes) in {pace.elapsed():.0f} s, "
+                      f"{len(state.open_ids)} open", flush=True)
 
 
-def _wait_for_crm(dsn: str, pace: _Pace, timeout: float) -> None:
+def _wait_for_crm(dsn: str, pace: Pace, timeout: float) -> None:
     """Return once the CRM accepts connections again (or a stop is requested); raise after timeout."""
     deadline = time.monotonic() + timeout
     while not pace.stop.wait(0.5):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from clickhouse_connect.driver.client import Client
 from confluent_kafka import (
     OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
@@ -112,10 +113,10 @@ def queue_rows(messages: Sequence[Message], queues: dict[str, str]) -> dict[str,
     return dict(rows)
 
 
-def insert_rows(held: clickhouse.HeldSession, rows_by_queue: dict[str, list[list[Any]]]) -> None:
-    """Insert a batch through the held session, one insert per queue table."""
+def insert_rows(client: Client, rows_by_queue: dict[str, list[list[Any]]]) -> None:
+    """Insert a batch (queue_rows), one insert per queue table."""
     for queue, rows in rows_by_queue.items():
-        held.client.insert(queue, rows, column_names=QUEUE_COLUMNS)
+        client.insert(queue, rows, column_names=QUEUE_COLUMNS)
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
@@ -133,7 +134,7 @@ def _insert_with_retry(held: clickhouse.HeldSession, rows_by_queue: dict[str, li
     delay = BACKOFF_FIRST_S
     while True:
         try:
-            insert_rows(held, rows_by_queue)
+            insert_rows(held.client, rows_by_queue)
             return True
         except Exception as error:  # noqa: BLE001 - any failure means: retry, never commit
             held.close()  # the next try starts from a fresh session

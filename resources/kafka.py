@@ -4,10 +4,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import ConfigurableResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from hrdv.settings import Settings
 
 TIMEOUT_S = 10.0
 
@@ -34,6 +38,12 @@ class KafkaResource(ConfigurableResource):
     bootstrap_servers: str = Field(description="host:port[,host:port]")
     consumer_group: str = Field(description="consumer group of the ClickHouse ingestion")
     heartbeat_topic: str = Field(description="topic of Debezium's heartbeat-table changes")
+
+    @classmethod
+    def of_stack(cls, settings: "Settings") -> "KafkaResource":
+        """The resource for a local stack's settings (commands, tests, benches)."""
+        return cls(bootstrap_servers=settings.kafka_bootstrap, consumer_group=settings.consumer_group,
+                   heartbeat_topic=settings.topic("debezium_heartbeat"))
 
     def _consumer(self, group: str | None = None) -> Consumer:
         # A consumer that never subscribes does not join the group: it can read the group's

@@ -15,11 +15,11 @@ from typing import Any
 
 
 from hrdv import clickhouse
+from hrdv.ingest import QUEUE_COLUMNS
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "debezium"
 TOPIC = "crm.public.interactions"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-QUEUE_COLUMNS = ["message", "_topic", "_partition", "_offset", "_timestamp"]
 
 BASE_ROW: dict[str, Any] = {
     "id": 1001,

@@ -45,8 +45,7 @@ def _end_offset(kafka: KafkaResource, topic: str) -> int:
 
 
 def test_live_changes_arrive_in_the_clickhouse_buffer(stack) -> None:
-    kafka = KafkaResource(bootstrap_servers=stack.kafka_bootstrap, consumer_group=stack.consumer_group,
-                          heartbeat_topic=stack.topic("debezium_heartbeat"))
+    kafka = KafkaResource.of_stack(stack)
     work_orders_before = _end_offset(kafka, stack.topic("work_orders"))
     with psycopg.connect(stack.crm_dsn) as conn:
         conn.execute(ENGINEERS_SQL)

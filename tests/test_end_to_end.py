@@ -41,14 +41,6 @@ from resources.kafka import KafkaResource
 pytestmark = pytest.mark.stack
 
 
-def _kafka(settings) -> KafkaResource:
-    return KafkaResource(
-        bootstrap_servers=settings.kafka_bootstrap,
-        consumer_group=settings.consumer_group,
-        heartbeat_topic=settings.topic("debezium_heartbeat"),
-    )
-
-
 class SensorDriver:
     """Ticks the real sensor and runs what it requests, like the daemon would."""
 
@@ -63,7 +55,7 @@ class SensorDriver:
 
     def tick(self) -> list[str]:
         context = build_sensor_context(cursor=self.cursor, instance=self.instance,
-                                       resources={"kafka": _kafka(self.settings)})
+                                       resources={"kafka": KafkaResource.of_stack(self.settings)})
         result = self.sensor(context)
         self.cursor = result.cursor
         if result.skip_reason:

@@ -96,15 +96,10 @@ def _key_ending_at(boundary: datetime) -> str:
     return reporting_windows.get_partition_key_for_timestamp((boundary - WINDOW).timestamp())
 
 
-def _kafka(settings: Settings) -> KafkaResource:
-    return KafkaResource(bootstrap_servers=settings.kafka_bootstrap, consumer_group=settings.consumer_group,
-                         heartbeat_topic=settings.topic("debezium_heartbeat"))
-
-
 def _wait_buffer_complete(settings: Settings, moment: datetime) -> None:
     """Like the lag sensor: a heartbeat committed after `moment` is in Kafka, so every change
     committed before it is too; then wait for the ingestion group to pass those offsets."""
-    kafka, topic = _kafka(settings), settings.topic("interactions")
+    kafka, topic = KafkaResource.of_stack(settings), settings.topic("interactions")
     faults.wait_for(lambda: (kafka.latest_heartbeat() or moment) > moment, WAIT_S,
                     "a Debezium heartbeat committed after the boundary in Kafka", every=0.5)
     barrier = kafka.end_offsets([topic])
@@ -114,7 +109,7 @@ def _wait_buffer_complete(settings: Settings, moment: datetime) -> None:
 
 
 def _first_key(settings: Settings) -> str:
-    oldest = _kafka(settings).earliest_commit([settings.topic("interactions")])
+    oldest = KafkaResource.of_stack(settings).earliest_commit([settings.topic("interactions")])
     moment = max(oldest or datetime.now(timezone.utc), reporting_windows.start)
     return reporting_windows.get_partition_key_for_timestamp(moment.timestamp())
 

@@ -25,9 +25,7 @@ pytestmark = pytest.mark.stack
 
 def test_sensor_waits_for_the_buffer_then_requests_each_closed_window_once(stack) -> None:
     settings = stack
-    kafka = KafkaResource(bootstrap_servers=settings.kafka_bootstrap,
-                          consumer_group=settings.consumer_group,
-                          heartbeat_topic=settings.topic("debezium_heartbeat"))
+    kafka = KafkaResource.of_stack(settings)
     sensor = defs.get_sensor_def("interactions_kafka_lag_sensor")
     instance = DagsterInstance.ephemeral()
     cursor: str | None = None

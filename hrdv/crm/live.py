@@ -41,6 +41,7 @@ from psycopg import sql
 from hrdv.crm import behaviour as bh
 from hrdv.crm import reference
 from hrdv.crm.behaviour import Behaviour, Step
+from hrdv.pacing import Pace
 
 MOSCOW = timezone(timedelta(hours=3))
 REPEAT_HISTORY_LIMIT = 300_000      # recent interactions kept as repeat candidates
@@ -559,8 +560,8 @@ def _apply(cur: psycopg.Cursor, statements: list[Statement], stats: Stats) -> No
         stats.actions[f"{table}.{verb}"] += 1
 
 
-def _progress(stats: Stats, sim: Simulator, began: float, mode: str) -> None:
-    stats.elapsed_s = time.monotonic() - began
+def _progress(stats: Stats, sim: Simulator, pace: Pace, mode: str) -> None:
+    stats.elapsed_s = pace.elapsed()
     print(f"generator ({mode}): {stats.summary()}; open: {len(sim.interactions)} interactions, "
           f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims", flush=True)
 
@@ -571,31 +572,23 @@ def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: 
     """Write about `rate` changes per second (business times from the CRM's clock) until
     `duration` seconds or `max_changes` changes have passed. `start` fixes the simulated clock's
     origin (default: now); with the same seed, database and start the changes are the same."""
-    if rate <= 0:
-        raise ValueError(f"rate must be positive (changes per second), got {rate}")
+    pace = Pace(rate, duration, max_changes)
     origin = (start or datetime.now(timezone.utc)).timestamp()
     stats = Stats()
     with psycopg.connect(dsn, application_name="hrdv-live", autocommit=True) as conn:
         sim = _prepare(conn, behaviour, seed, origin, backdated=False)
-        began = last = time.monotonic()
-        while not _done(stats, began, duration, max_changes):
-            due = int((time.monotonic() - began) * rate) + 1 - stats.changes
-            if due <= 0:
-                time.sleep(min(0.05, 1 / rate))
+        pace.begin()
+        while not pace.done(stats.changes):
+            batch = pace.due(stats.changes, changes_per_transaction)
+            if batch == 0:
+                pace.nap()
                 continue
-            batch = min(due, changes_per_transaction, (max_changes or math.inf) - stats.changes)
             _live_transaction(conn, sim, stats, rate, origin, batch)
-            if time.monotonic() - last >= progress_every:
-                last = time.monotonic()
-                _progress(stats, sim, began, "live")
+            if pace.report_due(progress_every):
+                _progress(stats, sim, pace, "live")
         _sync_identities(conn)
-        _progress(stats, sim, began, "live, done")
+        _progress(stats, sim, pace, "live, done")
     return stats
-
-
-def _done(stats: Stats, began: float, duration: float | None, max_changes: int | None) -> bool:
-    return ((duration is not None and time.monotonic() - began >= duration)
-            or (max_changes is not None and stats.changes >= max_changes))
 
 
 def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, rate: float,
@@ -627,20 +620,20 @@ def run_replay(dsn: str, day: date, speedup: float = 60.0, seed: int = 1,
         sim = _prepare(conn, behaviour, seed, origin, backdated=True)
         arrivals = ArrivalProcess(sim, behaviour)
         sim.schedule(arrivals.next_after(origin), "arrival", 0)
-        began = last = time.monotonic()
-        while sim.next_due() < end and not _done(stats, began, None, max_changes):
-            _pace(began, sim.next_due() - origin, speedup)
+        pace = Pace(max_changes=max_changes)  # the simulated clock sets the rate
+        while sim.next_due() < end and not pace.done(stats.changes):
+            _follow_clock(pace, sim.next_due() - origin, speedup)
             _replay_transaction(conn, sim, arrivals, stats, end, changes_per_transaction)
-            if time.monotonic() - last >= progress_every:
-                last = time.monotonic()
-                _progress(stats, sim, began, "replay")
+            if pace.report_due(progress_every):
+                _progress(stats, sim, pace, "replay")
         _sync_identities(conn)
-        _progress(stats, sim, began, "replay, done")
+        _progress(stats, sim, pace, "replay, done")
     return stats
 
 
-def _pace(began: float, simulated_s: float, speedup: float) -> None:
-    ahead = simulated_s / speedup - (time.monotonic() - began)
+def _follow_clock(pace: Pace, simulated_s: float, speedup: float) -> None:
+    """Wait until real time, `speedup` times slower, catches up with the simulated clock."""
+    ahead = simulated_s / speedup - pace.elapsed()
     if ahead > 0:
         time.sleep(min(ahead, 1.0))
 

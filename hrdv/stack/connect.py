@@ -29,15 +29,19 @@ def publication_name(settings: Settings) -> str:
     return f"{settings.connector_name.replace('-', '_')}_pub"
 
 
+def _template() -> dict[str, str]:
+    """stack/debezium-crm.json as written, ${placeholders} and all."""
+    return json.loads(CONFIG_TEMPLATE.read_text())
+
+
 def captured_tables() -> list[str]:
     """The tables Debezium captures, schema-qualified: the config's table.include.list."""
-    raw = json.loads(CONFIG_TEMPLATE.read_text())
-    return [name.strip() for name in raw["table.include.list"].split(",")]
+    return [name.strip() for name in _template()["table.include.list"].split(",")]
 
 
 def unavailable_placeholder() -> str:
     """What Debezium sends instead of an unchanged TOASTed value (REPLICA IDENTITY DEFAULT)."""
-    return json.loads(CONFIG_TEMPLATE.read_text())["unavailable.value.placeholder"]
+    return _template()["unavailable.value.placeholder"]
 
 
 def _secrets_file(settings: Settings) -> Path:
@@ -63,8 +67,7 @@ def connector_config(settings: Settings) -> dict[str, str]:
         "slot_name": settings.slot_name,
         "publication_name": publication_name(settings),
     }
-    raw = json.loads(CONFIG_TEMPLATE.read_text())
-    config = {key: Template(str(value)).substitute(values) for key, value in raw.items()}
+    config = {key: Template(str(value)).substitute(values) for key, value in _template().items()}
     config[PASSWORD_KEY] = f"${{file:{_secrets_file(settings)}:{PASSWORD_KEY}}}"
     return config
 

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from hrdv import generator
 from hrdv.settings import Settings
 from hrdv.stack import process
+from resources.kafka import KafkaResource
 
 COMPONENTS = ("kafka", "connect", "ingestor", "postgres")
 T = TypeVar("T")
@@ -140,26 +141,15 @@ def _consumer(settings: Settings, group: str) -> Consumer:
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
-    """High watermark per partition of the interactions topic."""
-    topic = settings.topic("interactions")
-    consumer = _consumer(settings, f"{settings.consumer_group}-faults")
-    try:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
-                for p in partitions}
-    finally:
-        consumer.close()
+    """High watermark per partition of the interactions topic ({} before it exists)."""
+    ends = KafkaResource.of_stack(settings).end_offsets([settings.topic("interactions")])
+    return {partition: offset for (_, partition), offset in ends.items()}
 
 
-def committed_offsets(settings: Settings, partitions: list[int]) -> dict[int, int]:
+def committed_offsets(settings: Settings) -> dict[int, int]:
     """The ingestion group's committed offset per partition (-1001 when none)."""
-    topic = settings.topic("interactions")
-    consumer = _consumer(settings, settings.consumer_group)
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5)
-        return {tp.partition: tp.offset for tp in found}
-    finally:
-        consumer.close()
+    lags = KafkaResource.of_stack(settings).lag([settings.topic("interactions")])
+    return {lag.partition: lag.committed for lag in lags}
 
 
 @dataclass
@@ -232,7 +222,7 @@ def recover(settings: Settings, component: str, downtime: float = 3.0,
         marker = wait_for(lambda: write_marker(settings), timeout, "a marker committed in the CRM")
         scan = scan_for_marker(settings, since, marker, timeout - (time.monotonic() - began))
         partition, offset = scan.marker_at
-        wait_for(lambda: committed_offsets(settings, [partition])[partition] > offset,
+        wait_for(lambda: committed_offsets(settings)[partition] > offset,
                  timeout - (time.monotonic() - began), f"marker {marker} in the ClickHouse buffer")
         return Recovery(component, killed, round(restart_s, 2),
                         round(time.monotonic() - began, 2), scan.duplicates)
@@ -259,8 +249,7 @@ def replay_topic(settings: Settings, batch: int = 5000) -> int:
             messages = [m for m in messages if m.offset() < ends[m.partition()]]
             rows = ingest.queue_rows(messages, ingest.topic_queues(settings))
             with clickhouse.session(settings.clickhouse_dsn) as client:
-                for queue, queued in rows.items():
-                    client.insert(queue, queued, column_names=ingest.QUEUE_COLUMNS)
+                ingest.insert_rows(client, rows)
             replayed += sum(map(len, rows.values()))
             for m in messages:
                 if m.offset() + 1 >= pending.get(m.partition(), 0):

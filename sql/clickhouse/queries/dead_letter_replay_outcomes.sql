@@ -1,14 +1,16 @@
--- The dead letters of one entity's topic that a replay selects, each with the reason it has and
--- the reason the entity's rule gives it now ('' = it would parse): the same functions the
--- check view applies (<entity>_message_error on dbz_row_image), so this is what the views will
--- do. The image is a column of the inner query so that it is computed once per message (see
--- interactions_message_error.sql). Filters: reason ('' = any), received at or after `since`.
+-- The dead letters of one entity's topic that a replay selects, each with the reason it has, the
+-- reason the entity's rule gives it now ('' = it would parse) and so its outcome ('parsed' or
+-- 'still failing'): the same functions the check view applies (<entity>_message_error on
+-- dbz_row_image), so this is what the views will do. The image is a column of the inner query so
+-- that it is computed once per message (see interactions_message_error.sql). Filters: reason
+-- ('' = any), received at or after `since`.
 SELECT
     topic,
     `partition`,
     `offset`,
     previous_reason,
-    ${entity}_message_error(raw_message, image) AS reason
+    ${entity}_message_error(raw_message, image) AS reason,
+    if(reason = '', 'parsed', 'still failing') AS outcome
 FROM
 (
     SELECT

@@ -10,7 +10,7 @@ SELECT
     `partition`,
     `offset`,
     previous_reason,
-    if(reason = '', 'parsed', 'still failing'),
+    outcome,
     reason
 FROM
 (
