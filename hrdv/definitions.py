@@ -1,10 +1,22 @@
-"""The Dagster code location: assets, checks, the window job and its Kafka-lag sensor."""
+"""The Dagster code location: assets, checks, the window and recompute jobs, their sensors.
+
+Every route into the windowed assets (a sensor's run, the UI's Materialize button, an asset or job
+backfill, GraphQL, `dagster asset materialize`) meets the same guards, because they sit on the
+assets themselves, not on a job: the window check in each asset (hrdv_assets/windows.py), the
+pools (one chDB opener, one mart writer at a time), the retry policy of passing failures, and
+the in-process executor set here for every job, the implicit asset job of backfills included.
+"""
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor, job
 
 from hrdv.settings import load
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
+from hrdv_assets.interactions import (
+    INTERACTIONS,
+    MART_KEY,
+    interaction_assets,
+    recompute_interaction_kpi,
+)
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
@@ -13,41 +25,43 @@ from sensors.late_changes import build_late_change_sensor
 
 _settings = load()
 
-# Runs that open chDB take turns (one process per data path); dagster.yaml limits this tag to 1.
-CLICKHOUSE_TAGS = {"hrdv/clickhouse": "chdb"} if _settings.clickhouse_dsn.startswith("chdb") else {}
-# A window's run takes seconds; one still STARTED after this is dead or stuck, and the daemon's
-# run monitoring fails it (dagster.yaml) so that it stops holding the chDB slot.
-MAX_RUNTIME = {"dagster/max_runtime": "600"}
+# A window's run takes seconds: one still STARTED after this is stuck, and the daemon's run
+# monitoring fails it (a dead worker is failed within seconds by hrdv.run_launcher's health check).
+WINDOW_RUN_TAGS = {"dagster/max_runtime": "600"}
 
 interactions_windows = define_asset_job(
     name="interactions_windows",
-    description="Staging and KPI mart of customer interactions for one reporting window.",
+    description="Staging and KPI mart of customer interactions for a reporting window or a range.",
     selection=AssetSelection.groups("interactions"),
-    # One process: a window's run is seconds of work, the multiprocess executor adds ~1.4 s a step.
-    executor_def=in_process_executor,
-    tags={**CLICKHOUSE_TAGS, **MAX_RUNTIME},
+    tags=WINDOW_RUN_TAGS,
 )
 
-# Recomputes the mart alone (no ClickHouse): for windows that later changes altered.
-interaction_kpi_recompute = define_asset_job(
+
+@job(
     name="interaction_kpi_recompute",
-    description="The interaction KPI mart of windows that changes staged later altered.",
-    selection=AssetSelection.assets(MART_KEY),
-    executor_def=in_process_executor,
-    tags=MAX_RUNTIME,
+    description="The interaction KPI mart of exactly the windows that changes staged later altered.",
+    tags=WINDOW_RUN_TAGS,
 )
+def interaction_kpi_recompute() -> None:
+    recompute_interaction_kpi()
+
 
 defs = Definitions(
     assets=interaction_assets,
     jobs=[interactions_windows, interaction_kpi_recompute],
     sensors=[
         build_window_sensor(
-            interactions_windows, [INTERACTIONS.topic], name="interactions_kafka_lag_sensor"
+            interactions_windows, INTERACTIONS.topic, INTERACTIONS.topic_key, INTERACTIONS.buffer_key,
+            published_by=[INTERACTIONS.staging_key, MART_KEY], name="interactions_kafka_lag_sensor",
         ),
         build_late_change_sensor(
-            interaction_kpi_recompute, INTERACTIONS.staging_key, name="interactions_late_change_sensor"
+            interaction_kpi_recompute, "recompute_interaction_kpi", INTERACTIONS.staging_key,
+            name="interactions_late_change_sensor",
         ),
     ],
+    # One process per run, whatever job runs it: a window's run is seconds of work, and the
+    # multiprocess executor spends ~1.4 s starting each step's process.
+    executor=in_process_executor,
     resources={
         "clickhouse": ClickHouseResource(dsn=EnvVar("HRDV_CLICKHOUSE_DSN")),
         "hrdv_db": PostgresResource(dsn=EnvVar("HRDV_DSN")),

@@ -2,33 +2,39 @@
 
 An entity is described by a StagedEntity; build_cdc_assets turns it into two upstream specs (the
 topic Debezium writes and the buffer ClickHouse fills) and one partitioned staging asset that
-upserts a window's changes into the operational store.
+upserts a window's changes into the operational store. A run of a range of windows stages them
+in one read and one transaction, and still records each window's own figures and check results.
 """
 
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dagster import (
-    AssetCheckResult,
+    AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetSpec,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
-    asset,
+    TableColumn,
+    TableSchema,
+    multi_asset,
 )
 from psycopg import sql
 
+from hrdv.clickhouse import render_sql
 from hrdv.settings import load
 from hrdv.sql import sql_text
 from hrdv.stack.connect import unavailable_placeholder
-from partitions import WINDOW, WINDOW_ORIGIN, reporting_windows
+from hrdv_assets.windows import PASSING_FAILURES, requested_keys, require_complete, window_text
+from partitions import WINDOW, WINDOW_MINUTES, WINDOW_ORIGIN, key_of, reporting_windows, window_of
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
@@ -36,6 +42,9 @@ from resources.postgres import PostgresResource
 OWNERS = ["team:hrdv-data-engineering"]
 UNAVAILABLE = unavailable_placeholder()  # Debezium's stand-in for an unchanged TOASTed value
 MAX_LISTED_WINDOWS = 2000  # a week of 15-minute windows, and then some
+# Pools (dagster.yaml: every pool has one slot). Whatever launched the run, one step at a time
+# opens the embedded ClickHouse (chDB: one process per data path) ...
+CLICKHOUSE_POOL = "hrdv_clickhouse"
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,17 @@ class StagedEntity:
     """What differs between CDC entities; everything else is the same code."""
 
     name: str  # e.g. "interactions": CRM table, group name, staging table
-    columns: tuple[str, ...]  # staging columns read from the buffer, in query order
+    columns: tuple[TableColumn, ...]  # staging columns read from the buffer, in query order
     window_query: str  # sql/clickhouse/queries/...: latest version per key changed in a window
     upsert: str  # sql/postgres/...: upsert from tmp_<entity>_changes into staging.<entity>
     late_windows: str  # sql/postgres/...: earlier windows whose marts these changes make stale
     description: str
     # Status values the marts and reports know; others are reported by the check statuses_known.
     known_statuses: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
 
     @property
     def topic(self) -> str:
@@ -62,6 +75,10 @@ class StagedEntity:
     @property
     def buffer_key(self) -> AssetKey:
         return AssetKey(["clickhouse", f"{self.name}_buffer"])
+
+    @property
+    def buffer_table(self) -> str:
+        return f"hrdv.{self.name}_buffer"
 
     @property
     def staging_key(self) -> AssetKey:
@@ -85,7 +102,9 @@ def ch_time(moment: datetime) -> str:
 def _topic_spec(entity: StagedEntity) -> AssetSpec:
     return AssetSpec(
         key=entity.topic_key,
-        description=f"Debezium change events of CRM table public.{entity.name} (topic {entity.topic}).",
+        description=(f"Debezium change events of CRM table public.{entity.name} (topic "
+                     f"{entity.topic}). Observed by the lag sensor: end offsets and the newest "
+                     "Debezium heartbeat."),
         group_name=entity.name,
         owners=OWNERS,
         kinds={"kafka"},
@@ -98,57 +117,100 @@ def _buffer_spec(entity: StagedEntity) -> AssetSpec:
         key=entity.buffer_key,
         deps=[entity.topic_key],
         description=(
-            f"ClickHouse ReplacingMergeTree hrdv.{entity.name}_buffer: the parsed change events, "
+            f"ClickHouse ReplacingMergeTree {entity.buffer_table}: the parsed change events, "
             "one row per change, versioned by source LSN, deletes kept as flagged rows. Filled "
-            "continuously by the Kafka engine (production) or the embedded ingestor (chDB)."
+            "continuously by the Kafka engine (production) or the embedded ingestor (chDB). "
+            "Observed by the lag sensor (consumer lag, how far it is complete) and by each "
+            "staging run (rows, newest commit)."
         ),
         group_name=entity.name,
         owners=OWNERS,
         kinds={"clickhouse"},
-        metadata={"table": f"hrdv.{entity.name}_buffer"},
+        metadata={"dagster/table_name": entity.buffer_table},
     )
 
 
-def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start, end):
-    """The window's changes, and its dead letters by reason, in one ClickHouse session."""
-    window = {"window_start": ch_time(start), "window_end": ch_time(end)}
+@dataclass(frozen=True)
+class WindowFigures:
+    """What one window of a staging run holds: the figures a run of that window alone reports."""
+
+    changed: int = 0
+    deletes: int = 0
+    statuses: dict[str, int] | None = None
+    dead_letters: dict[str, int] | None = None
+    unresolved_toast: int = 0
+
+
+@dataclass(frozen=True)
+class ChangesRead:
+    columns: tuple[str, ...]
+    rows: list[tuple]
+    by_window: dict[str, WindowFigures]
+    buffer_rows: int
+    newest_commit: datetime | None
+
+
+def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start: datetime,
+                  end: datetime) -> ChangesRead:
+    """The changes of [start, end) (latest version per key), each window's figures and the
+    buffer's size, in one ClickHouse session."""
+    window = {"window_start": ch_time(start), "window_end": ch_time(end), "window_minutes": WINDOW_MINUTES}
     with clickhouse.session() as client:
         result = client.query(sql_text(entity.window_query),
                               parameters={**window, "unavailable": UNAVAILABLE})
-        dead = client.query(
-            sql_text("clickhouse/queries/dead_letters_in_window.sql"),
-            parameters={**window, "topic": entity.topic},
-        ).result_rows
+        summary = client.query(render_sql("queries/changes_by_window.sql", {"entity": entity.name}),
+                               parameters=window).result_rows
+        dead = client.query(sql_text("clickhouse/queries/dead_letters_by_window.sql"),
+                            parameters={**window, "topic": entity.topic}).result_rows
+        buffer_rows, newest = client.query(
+            f"SELECT count(), max(committed_at) FROM {entity.buffer_table}").result_rows[0]
     # An empty result has no column names (chDB): the entity's columns are the query's, in order.
-    return result.column_names or entity.columns, result.result_rows, dict(dead)
+    columns = tuple(result.column_names) or entity.column_names
+    rows = result.result_rows
+    toast = Counter(_key(row[columns.index("committed_at")]) for row in rows if UNAVAILABLE in row)
+    letters: dict[str, dict[str, int]] = defaultdict(dict)
+    for moment, reason, messages in dead:
+        letters[_key(moment)][reason] = messages
+    by_window = {
+        _key(moment): WindowFigures(changed, deletes, dict(statuses), letters.get(_key(moment), {}),
+                                    toast[_key(moment)])
+        for moment, changed, deletes, statuses in summary
+    }
+    for key, reasons in letters.items():  # a window with dead letters and no good change
+        by_window.setdefault(key, WindowFigures(dead_letters=reasons))
+    return ChangesRead(columns, rows, by_window, int(buffer_rows), newest if buffer_rows else None)
 
 
-def _dead_letter_check(entity: StagedEntity, dead: dict[str, int]) -> AssetCheckResult:
+def _key(moment: datetime) -> str:
+    """Partition key of a ClickHouse time (UTC, naive or aware)."""
+    return key_of(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+
+
+def _dead_letter_check(entity: StagedEntity, key: str, dead: dict[str, int]) -> AssetCheckEvaluation:
     threshold = dead_letter_threshold()
     total = sum(dead.values())
-    return AssetCheckResult(
-        check_name="dead_letters_within_threshold",
+    return AssetCheckEvaluation(
         asset_key=entity.staging_key,
+        check_name="dead_letters_within_threshold",
+        partition=key,
         passed=total <= threshold,
         metadata={"dead_letters": total, "threshold": threshold, "by_reason": MetadataValue.json(dead)},
         description=f"{total} message(s) of {entity.topic} went to hrdv.dead_letters in this window",
     )
 
 
-def unknown_statuses(entity: StagedEntity, columns, rows) -> dict[str, int]:
-    """{status: changes} of the window's live changes whose status is not in known_statuses."""
-    status, deleted = columns.index("status"), columns.index("is_deleted")
-    counts = Counter(str(row[status]) for row in rows
-                     if not row[deleted] and row[status] not in entity.known_statuses)
-    return dict(sorted(counts.items()))
+def unknown_statuses(entity: StagedEntity, statuses: dict[str, int]) -> dict[str, int]:
+    """{status: changes} of a window's live changes whose status is not in known_statuses."""
+    return {status: n for status, n in sorted(statuses.items()) if status not in entity.known_statuses}
 
 
-def _status_check(entity: StagedEntity, unknown: dict[str, int]) -> AssetCheckResult:
+def _status_check(entity: StagedEntity, key: str, unknown: dict[str, int]) -> AssetCheckEvaluation:
     # WARN, not an error: the changes are staged all the same; someone must tell the marts what
     # the new value means (and add it to known_statuses).
-    return AssetCheckResult(
-        check_name="statuses_known",
+    return AssetCheckEvaluation(
         asset_key=entity.staging_key,
+        check_name="statuses_known",
+        partition=key,
         passed=not unknown,
         severity=AssetCheckSeverity.WARN,
         metadata={"unknown": MetadataValue.json(unknown), "unknown_changes": sum(unknown.values()),
@@ -167,9 +229,10 @@ def dead_letter_threshold() -> int:
 
 
 def _write_changes(
-    db: PostgresResource, entity: StagedEntity, columns, rows, window_start: datetime
+    db: PostgresResource, entity: StagedEntity, columns, rows, range_start: datetime
 ) -> list[str]:
-    """Upserts the changes in one transaction; returns the earlier windows they make stale."""
+    """Upserts the changes in one transaction; returns the windows before range_start they make
+    stale (ISO starts)."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(entity.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -186,83 +249,120 @@ def _write_changes(
                 writer.write_row(row)
         late = cur.execute(
             sql_text(entity.late_windows),
-            {"range_start": window_start, "window": WINDOW, "origin": WINDOW_ORIGIN},
+            {"range_start": range_start, "window": WINDOW, "origin": WINDOW_ORIGIN},
         ).fetchall()
         cur.execute(sql_text(entity.upsert), {"unavailable": UNAVAILABLE})
     # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
     return [utc(start).isoformat() for (start,) in late if start >= reporting_windows.start]
 
 
+def _staging_metadata(entity: StagedEntity, key: str, figures: WindowFigures) -> dict:
+    """A window's own figures: what a run of this window alone would report."""
+    return {
+        **window_text(window_of(key)),
+        "dagster/row_count": figures.changed,
+        "dagster/table_name": f"hrdv.staging.{entity.name}",
+        "deletes": figures.deletes,
+        "dead_letters": sum((figures.dead_letters or {}).values()),
+        # TOAST placeholders the buffer could not resolve: staging kept its old text.
+        "unresolved_toast_placeholders": figures.unresolved_toast,
+    }
+
+
+def _checks(entity: StagedEntity) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec(
+            "dead_letters_within_threshold",
+            asset=entity.staging_key,
+            partitions_def=reporting_windows,
+            description=(
+                "Messages of the topic that went to hrdv.dead_letters during the window stay "
+                "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
+                "changes are staged; the bad ones wait in the dead-letter table."
+            ),
+        ),
+        AssetCheckSpec(
+            "statuses_known",
+            asset=entity.staging_key,
+            partitions_def=reporting_windows,
+            description=(
+                "Every status staged in the window is one the marts know (the entity's "
+                "known_statuses); a new value, e.g. from a CRM migration, warns with its count "
+                "per value. Not blocking: the changes are staged all the same."
+            ),
+        ),
+    ]
+
+
 def _staging_asset(entity: StagedEntity):
-    @asset(
-        key=entity.staging_key,
-        deps=[entity.buffer_key],
-        partitions_def=reporting_windows,
+    @multi_asset(
+        name=f"stage_{entity.name}",
+        specs=[AssetSpec(
+            key=entity.staging_key,
+            deps=[entity.buffer_key],
+            partitions_def=reporting_windows,
+            group_name=entity.name,
+            owners=OWNERS,
+            kinds={"postgres"},
+            description=entity.description,
+            metadata={"dagster/table_name": f"hrdv.staging.{entity.name}",
+                      "dagster/column_schema": TableSchema(columns=list(entity.columns))},
+        )],
+        check_specs=_checks(entity),
         backfill_policy=BackfillPolicy.single_run(),
-        group_name=entity.name,
-        owners=OWNERS,
-        kinds={"postgres"},
-        description=entity.description,
-        pool="hrdv_clickhouse",
-        check_specs=[
-            AssetCheckSpec(
-                "dead_letters_within_threshold",
-                asset=entity.staging_key,
-                description=(
-                    "Messages of the topic that went to hrdv.dead_letters during the window stay "
-                    "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
-                    "changes are staged; the bad ones wait in the dead-letter table."
-                ),
-            ),
-            AssetCheckSpec(
-                "statuses_known",
-                asset=entity.staging_key,
-                description=(
-                    "Every status staged in the window is one the marts know (the entity's "
-                    "known_statuses); a new value, e.g. from a CRM migration, warns with its count "
-                    "per value. Not blocking: the changes are staged all the same."
-                ),
-            ),
-        ],
+        # Check results are per window, yielded as evaluations: no check output is required.
+        can_subset=True,
+        pool=CLICKHOUSE_POOL,
+        retry_policy=PASSING_FAILURES,
     )
     def staging(
         context: AssetExecutionContext,
         clickhouse: ClickHouseResource,
         hrdv_db: PostgresResource,
         kafka: KafkaResource,
-    ) -> MaterializeResult:
-        window = context.partition_time_window
+    ):
+        keys = requested_keys(context)
+        complete_until = require_complete(kafka, [entity.topic], keys[-1])
         started = time.monotonic()
         lag = sum(p.lag for p in kafka.lag([entity.topic]))
-        columns, rows, dead = _read_changes(clickhouse, entity, window.start, window.end)
+        start, end = window_of(keys[0]).start, window_of(keys[-1]).end
+        read = _read_changes(clickhouse, entity, start, end)
         read_s = time.monotonic() - started
-        late_windows = _write_changes(hrdv_db, entity, columns, rows, window.start)
+        late_windows = _write_changes(hrdv_db, entity, read.columns, read.rows, start)
         if late_windows:
             context.log.warning(
                 f"{len(late_windows)} earlier window(s) changed after their run: {late_windows[:10]}"
             )
-        deletes = sum(1 for row in rows if row[columns.index("is_deleted")])
-        context.log.info(f"staged {len(rows)} {entity.name} changes for {window.start}..{window.end}")
-        return MaterializeResult(
-            metadata={
-                "rows": len(rows),
-                "deletes": deletes,
-                "window_start": MetadataValue.text(window.start.isoformat()),
-                "window_end": MetadataValue.text(window.end.isoformat()),
-                "kafka_lag_at_start": lag,
-                "dead_letters": sum(dead.values()),
-                # TOAST placeholders the buffer could not resolve: staging kept its old text.
-                "unresolved_toast_placeholders": sum(UNAVAILABLE in row for row in rows),
-                # Windows whose marts are stale until recomputed: the late-change sensor reads
-                # this list (sensors/late_changes.py). Capped: the metadata must stay small.
-                "late_window_count": len(late_windows),
-                "late_windows": MetadataValue.json(late_windows[:MAX_LISTED_WINDOWS]),
-                "read_s": round(read_s, 3),
-                "duration_s": round(time.monotonic() - started, 3),
-            },
-            check_results=[_dead_letter_check(entity, dead),
-                           _status_check(entity, unknown_statuses(entity, columns, rows))],
+        run_figures = {
+            "windows_in_run": len(keys),
+            "kafka_lag_at_run_start": lag,
+            "run_read_s": round(read_s, 3),
+            "run_duration_s": round(time.monotonic() - started, 3),
+        }
+        for key in keys:
+            context.add_asset_metadata(
+                {**_staging_metadata(entity, key, read.by_window.get(key, WindowFigures())), **run_figures},
+                partition_key=key,
+            )
+        # Windows whose marts are stale until recomputed: the late-change sensor reads this list
+        # (sensors/late_changes.py), on the run's last window. Capped: metadata must stay small.
+        context.add_asset_metadata(
+            {"late_window_count": len(late_windows),
+             "late_windows": MetadataValue.json(late_windows[:MAX_LISTED_WINDOWS])},
+            partition_key=keys[-1],
         )
+        context.log.info(f"staged {len(read.rows)} {entity.name} changes for {len(keys)} window(s) "
+                         f"{keys[0]}..{keys[-1]}")
+        yield MaterializeResult(asset_key=entity.staging_key)
+        for key in keys:
+            figures = read.by_window.get(key, WindowFigures())
+            yield _dead_letter_check(entity, key, figures.dead_letters or {})
+            yield _status_check(entity, key, unknown_statuses(entity, figures.statuses or {}))
+        yield AssetObservation(asset_key=entity.buffer_key, metadata={
+            "dagster/row_count": read.buffer_rows,
+            "newest_commit": MetadataValue.text(read.newest_commit.isoformat() if read.newest_commit else "-"),
+            "complete_until": MetadataValue.text(complete_until),
+        })
 
     return staging
 

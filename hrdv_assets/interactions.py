@@ -1,37 +1,72 @@
-"""Customer interactions (обращения): CRM table -> buffer -> staging -> 15-minute KPI mart."""
+"""Customer interactions (обращения): CRM table -> buffer -> staging -> 15-minute KPI mart.
+
+The mart of a set of windows is published by one function, publish_interaction_kpi, from two
+places: the partitioned asset (a window's run, a backfill of a range) and the recompute job that
+the late-change sensor starts for exactly the windows later changes altered (windows far apart,
+in one run). Either way each window gets its own materialisation and its own check results.
+"""
 
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import pandera.pandas as pa
 import psycopg
 from dagster import (
-    AssetCheckResult,
-
+    AssetCheckEvaluation,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
+    AssetSpec,
     BackfillPolicy,
+    Config,
     MaterializeResult,
     MetadataValue,
+    OpExecutionContext,
+    PartitionKeyRange,
     TableColumn,
     TableSchema,
-    asset,
+    multi_asset,
+    op,
 )
 
 from hrdv.sql import sql_text
 from hrdv_assets.cdc import OWNERS, StagedEntity, build_cdc_assets
-from partitions import WINDOW, WINDOW_ORIGIN, reporting_windows
+from hrdv_assets.windows import (
+    PASSING_FAILURES,
+    closed_keys,
+    now_utc,
+    refuse,
+    requested_keys,
+    window_text,
+)
+from partitions import WINDOW, key_of, reporting_windows, window_of
 from resources.postgres import PostgresResource
 
 INTERACTIONS = StagedEntity(
     name="interactions",
     columns=(
-        "id", "customer_id", "channel_code", "region_code", "topic_code", "queue_code",
-        "direction", "status", "operator_id", "subject", "channel_detail", "created_at",
-        "first_response_at", "closed_at", "resolved_on_first_contact", "updated_at", "is_deleted",
-        "lsn", "committed_at",
+        TableColumn("id", "bigint", "CRM interaction id"),
+        TableColumn("customer_id", "bigint"),
+        TableColumn("channel_code", "text", "call, chat, web ..."),
+        TableColumn("region_code", "text", "federal subject, e.g. RU-MOW"),
+        TableColumn("topic_code", "text"),
+        TableColumn("queue_code", "text"),
+        TableColumn("direction", "text"),
+        TableColumn("status", "text", "new, assigned, in_progress / in_work, closed, reopened"),
+        TableColumn("operator_id", "integer"),
+        TableColumn("subject", "text"),
+        TableColumn("channel_detail", "text", "sub-channel (CRM migration 001)"),
+        TableColumn("created_at", "timestamptz"),
+        TableColumn("first_response_at", "timestamptz"),
+        TableColumn("closed_at", "timestamptz"),
+        TableColumn("resolved_on_first_contact", "boolean"),
+        TableColumn("updated_at", "timestamptz"),
+        TableColumn("is_deleted", "boolean", "deleted in the CRM; the row keeps its last values"),
+        TableColumn("lsn", "numeric", "source LSN of the staged version: only a higher one replaces it"),
+        TableColumn("committed_at", "timestamptz", "CRM commit time of the staged version"),
     ),
     # The lifecycle new -> assigned -> in_progress -> closed (-> reopened), and 'in_work', the
     # name CRM migration 001 gives in_progress (rows staged before it keep the old name).
@@ -47,6 +82,9 @@ INTERACTIONS = StagedEntity(
 )
 
 MART_KEY = AssetKey(["mart", "mart_interaction_kpi"])
+MART_TABLE = "mart.interaction_kpi"
+# ... and one step at a time writes the marts, so that two runs never write the same window.
+MART_POOL = "hrdv_mart"
 
 interaction_kpi_schema = pa.DataFrameSchema(
     {
@@ -94,99 +132,183 @@ MART_COLUMNS = TableSchema(
     ]
 )
 
+MART_CHECKS = [
+    AssetCheckSpec("pandera_schema", asset=MART_KEY, blocking=True, partitions_def=reporting_windows,
+                   description="Pandera: types, ranges, window alignment, uniqueness."),
+    AssetCheckSpec("totals_match_staging", asset=MART_KEY, blocking=True, partitions_def=reporting_windows,
+                   description="Opened and closed totals equal the staging rows of the window."),
+]
 
-def _validate(frame: pd.DataFrame) -> AssetCheckResult:
+
+def _schema_failures(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pandera's failure cases of the mart rows (empty when they validate)."""
     try:
         interaction_kpi_schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-        return AssetCheckResult(
-            check_name="pandera_schema",
-            passed=False,
-            metadata={
-                "failures": len(cases),
-                "failure_cases": MetadataValue.md(f"```\n{cases.head(20).to_string()}\n```"),
-            },
-        )
-    return AssetCheckResult(check_name="pandera_schema", passed=True, metadata={"rows": len(frame)})
+        return errors.failure_cases
+    return pd.DataFrame()
 
 
-def _totals(cur: psycopg.Cursor, params: dict) -> AssetCheckResult:
-    mart_opened, staging_opened, mart_closed, staging_closed = cur.execute(
-        sql_text("postgres/interaction_kpi_totals.sql"), params
-    ).fetchone()
-    passed = mart_opened == staging_opened and mart_closed == staging_closed
-    return AssetCheckResult(
-        check_name="totals_match_staging",
-        passed=passed,
-        metadata={
-            "mart_opened": int(mart_opened),
-            "staging_opened": int(staging_opened),
-            "mart_closed": int(mart_closed),
-            "staging_closed": int(staging_closed),
-        },
+def _pandera_check(key: str, rows: pd.DataFrame, failures: pd.DataFrame) -> AssetCheckEvaluation:
+    """The window's own result: failure cases of its rows, or of the whole frame when Pandera
+    cannot place them (a frame-level check)."""
+    if len(failures):
+        index = failures["index"] if "index" in failures else pd.Series(dtype=object)
+        own = failures[index.isin(rows.index) | index.isna()]
+    else:
+        own = failures
+    return AssetCheckEvaluation(
+        asset_key=MART_KEY, check_name="pandera_schema", partition=key, blocking=True,
+        passed=own.empty,
+        metadata={"rows": len(rows), "failures": len(own),
+                  **({"failure_cases": MetadataValue.md(f"```\n{own.head(20).to_string()}\n```")}
+                     if len(own) else {})},
     )
 
 
-@asset(
-    key=MART_KEY,
-    deps=[INTERACTIONS.staging_key],
-    partitions_def=reporting_windows,
-    backfill_policy=BackfillPolicy.single_run(),
-    group_name="interactions",
-    owners=OWNERS,
-    kinds={"postgres"},
-    description=(
-        "mart.interaction_kpi: per reporting window x channel x region, interactions opened and "
-        "closed, average and p90 resolution time of those closed, and the share resolved at "
-        "first contact. Published only when both checks pass."
-    ),
-    metadata={"dagster/column_schema": MART_COLUMNS, "table": "mart.interaction_kpi"},
-    check_specs=[
-        AssetCheckSpec("pandera_schema", asset=MART_KEY, blocking=True,
-                       description="Pandera: types, ranges, window alignment, uniqueness."),
-        AssetCheckSpec("totals_match_staging", asset=MART_KEY, blocking=True,
-                       description="Opened and closed totals equal the staging rows of the windows."),
-    ],
-)
-def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -> MaterializeResult:
-    window = context.partition_time_window
+def _totals_check(key: str, totals: tuple) -> AssetCheckEvaluation:
+    mart_opened, staging_opened, mart_closed, staging_closed = map(int, totals)
+    return AssetCheckEvaluation(
+        asset_key=MART_KEY, check_name="totals_match_staging", partition=key, blocking=True,
+        passed=mart_opened == staging_opened and mart_closed == staging_closed,
+        metadata={"mart_opened": mart_opened, "staging_opened": staging_opened,
+                  "mart_closed": mart_closed, "staging_closed": staging_closed},
+    )
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of one publication: each window's figures and check results."""
+
+    metadata: dict[str, dict]  # key -> the window's own materialisation metadata
+    checks: list[AssetCheckEvaluation]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+def publish_interaction_kpi(db: PostgresResource, keys: Sequence[str]) -> Published:
+    """Recompute the mart of the windows `keys` and publish it in one transaction, only if every
+    window passes both checks; rolled back otherwise (Published.passed is then False)."""
     started = time.monotonic()
-    params = {
-        "range_start": window.start,
-        "range_end": window.end,
-        "window": WINDOW,
-        "origin": WINDOW_ORIGIN,
-    }
-    with hrdv_db.connect() as conn, conn.cursor() as cur:
-        with conn.transaction():
-            cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            cur.execute(sql_text("postgres/mart_interaction_kpi.sql"), params)
-            cur.execute(
-                "SELECT * FROM mart.interaction_kpi WHERE window_start >= %(range_start)s "
-                "AND window_start < %(range_end)s ORDER BY 1, 3, 4",
-                params,
-            )
-            frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
-            checks = [_validate(frame), _totals(cur, params)]
-            published = all(check.passed for check in checks)
-            if not published:
-                context.log.error("mart checks failed: rolled back, nothing published")
-                raise psycopg.Rollback()
-    now = datetime.now(timezone.utc)
-    return MaterializeResult(
-        metadata={
-            "rows": len(frame),
-            "window_start": MetadataValue.text(window.start.isoformat()),
-            "window_end": MetadataValue.text(window.end.isoformat()),
-            "opened": int(frame["opened"].sum()) if len(frame) else 0,
-            "closed": int(frame["closed"].sum()) if len(frame) else 0,
-            "published": published,
-            "published_after_window_end_s": round((now - window.end).total_seconds(), 1),
-            "duration_s": round(time.monotonic() - started, 3),
-        },
-        check_results=checks,
-    )
+    starts = [window_of(key).start for key in keys]
+    params = {"window_starts": starts, "window": WINDOW}
+    with db.connect() as conn, conn.cursor() as cur, conn.transaction():
+        cur.execute("SET LOCAL TIME ZONE 'UTC'")
+        cur.execute(sql_text("postgres/mart_interaction_kpi.sql"), params)
+        cur.execute(f"SELECT * FROM {MART_TABLE} WHERE window_start = ANY (%(window_starts)s::timestamptz[]) "
+                    "ORDER BY 1, 3, 4", params)
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+        totals = {key_of(row[0]): row[1:] for row in
+                  cur.execute(sql_text("postgres/interaction_kpi_totals.sql"), params).fetchall()}
+        failures = _schema_failures(frame)
+        groups = dict(list(frame.groupby(frame["window_start"].map(key_of)))) if len(frame) else {}
+        checks, metadata = [], {}
+        for key in keys:
+            rows = groups.get(key, frame.iloc[0:0])
+            checks += [_pandera_check(key, rows, failures), _totals_check(key, totals[key])]
+            metadata[key] = {
+                **window_text(window_of(key)),
+                "dagster/row_count": len(rows),
+                "dagster/table_name": f"hrdv.{MART_TABLE}",
+                "opened": int(rows["opened"].sum()),
+                "closed": int(rows["closed"].sum()),
+            }
+        published = Published(metadata, checks)
+        if not published.passed:
+            raise psycopg.Rollback()
+    now = now_utc()
+    run_figures = {"windows_in_run": len(keys), "run_duration_s": round(time.monotonic() - started, 3),
+                   "published": published.passed}
+    for key in keys:
+        metadata[key] |= {**run_figures, "published_after_window_end_s":
+                          round((now - window_of(key).end).total_seconds(), 1)}
+    return published
+
+
+def _unstaged(context: AssetExecutionContext | OpExecutionContext, keys: Sequence[str],
+              staging_key: AssetKey) -> list[str]:
+    """Keys whose staging has never been materialised: their mart would not be final."""
+    staged = context.instance.get_materialized_partitions(staging_key)
+    return [key for key in keys if key not in staged]
+
+
+def _fail_if_rejected(context, published: Published) -> None:
+    if not published.passed:
+        failed = sorted({f"{c.partition}: {c.check_name}" for c in published.checks if not c.passed})
+        context.log.error(f"mart checks failed, rolled back, nothing published: {failed[:20]}")
+        raise refuse(f"{MART_TABLE}: blocking checks failed for {len(failed)} window check(s), "
+                     f"nothing was published: {failed[:20]}")
+
+
+@multi_asset(
+    name="publish_interaction_kpi",
+    specs=[AssetSpec(
+        key=MART_KEY,
+        deps=[INTERACTIONS.staging_key],
+        partitions_def=reporting_windows,
+        group_name="interactions",
+        owners=OWNERS,
+        kinds={"postgres"},
+        description=(
+            "mart.interaction_kpi: per reporting window x channel x region, interactions opened and "
+            "closed, average and p90 resolution time of those closed, and the share resolved at "
+            "first contact. Published only when both checks pass for every window of the run."
+        ),
+        metadata={"dagster/column_schema": MART_COLUMNS, "dagster/table_name": f"hrdv.{MART_TABLE}"},
+    )],
+    check_specs=MART_CHECKS,
+    backfill_policy=BackfillPolicy.single_run(),
+    can_subset=True,  # check results are yielded per window as evaluations
+    pool=MART_POOL,
+    retry_policy=PASSING_FAILURES,
+)
+def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iterator:
+    keys = requested_keys(context)
+    unstaged = _unstaged(context, keys, INTERACTIONS.staging_key)
+    if unstaged:
+        raise refuse(f"staging of {len(unstaged)} window(s) has not run ({unstaged[:5]}...): their "
+                     f"{MART_TABLE} would not be final; materialise staging too")
+    published = publish_interaction_kpi(hrdv_db, keys)
+    for key in keys:
+        context.add_asset_metadata(published.metadata[key], partition_key=key)
+    if published.passed:
+        yield MaterializeResult(asset_key=MART_KEY)
+    yield from published.checks
+    _fail_if_rejected(context, published)
+
+
+class RecomputeConfig(Config):
+    """The windows whose mart later changes made stale: partition keys, in any order."""
+
+    windows: list[str]
+
+
+@op(
+    name="recompute_interaction_kpi",
+    description=(f"Recomputes {MART_TABLE} for exactly the listed windows (late changes), in one "
+                 "transaction, recording a materialisation and check results per window."),
+    pool=MART_POOL,
+    retry_policy=PASSING_FAILURES,
+)
+def recompute_interaction_kpi(context: OpExecutionContext, config: RecomputeConfig,
+                              hrdv_db: PostgresResource) -> Iterator:
+    keys = sorted(set(config.windows))
+    for key in keys:  # every key must be a closed window, as on every other route
+        closed_keys(PartitionKeyRange(key, key))
+    unstaged = set(_unstaged(context, keys, INTERACTIONS.staging_key))
+    if unstaged:  # their own window run publishes them once staging has run
+        context.log.info(f"skipping {len(unstaged)} window(s) staging has not reached: {sorted(unstaged)[:10]}")
+    keys = [key for key in keys if key not in unstaged]
+    if not keys:
+        return
+    published = publish_interaction_kpi(hrdv_db, keys)
+    if published.passed:
+        for key in keys:
+            yield AssetMaterialization(asset_key=MART_KEY, partition=key, metadata=published.metadata[key])
+    yield from published.checks
+    _fail_if_rejected(context, published)
 
 
 interaction_assets = [*build_cdc_assets(INTERACTIONS), mart_interaction_kpi]

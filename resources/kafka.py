@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -14,6 +16,9 @@ if TYPE_CHECKING:
     from hrdv.settings import Settings
 
 TIMEOUT_S = 10.0
+# A window [start, end) is complete once the buffer is complete up to end + GRACE: the grace absorbs
+# the small disorder between commit timestamps and commit order of concurrent transactions.
+GRACE = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,29 @@ class PartitionLag:
     @property
     def name(self) -> str:
         return f"{self.topic}[{self.partition}]"
+
+
+def offsets_behind(barrier: dict[str, int], lags: Iterable[PartitionLag]) -> dict[str, int]:
+    """{"topic[partition]": messages} the consumer group still has to commit to reach `barrier`
+    (end offsets read after a heartbeat); {} once every partition is at or past it."""
+    committed = {lag.name: lag.committed for lag in lags}
+    return {name: offset - committed.get(name, -1) for name, offset in barrier.items()
+            if committed.get(name, -1) < offset}
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How far the ClickHouse buffer holds every CRM change (see sensors/kafka_lag.py)."""
+
+    complete_until: datetime | None  # commit time before which every change is in the buffer
+    behind: dict[str, int]  # what the consumer group still lacks, when not proven yet
+
+    def describe(self) -> str:
+        until = (f"complete up to {self.complete_until:%Y-%m-%d %H:%M:%S} UTC"
+                 if self.complete_until else "not known to be complete at all")
+        lacking = "; the ingestion group is behind by " + ", ".join(
+            f"{name} {n}" for name, n in sorted(self.behind.items())) if self.behind else ""
+        return f"the ClickHouse buffer is {until}{lacking}"
 
 
 class KafkaResource(ConfigurableResource):
@@ -96,6 +124,21 @@ class KafkaResource(ConfigurableResource):
             ]
         finally:
             consumer.close()
+
+    def buffer_completeness(self, topics: list[str], wait_s: float, poll_s: float = 0.5) -> Completeness:
+        """The sensor's barrier, taken and awaited at once: the newest heartbeat H in Kafka, then
+        the topics' end offsets; once the consumer group has committed past those (waiting up to
+        wait_s), every change committed before H is in the buffer."""
+        heartbeat = self.latest_heartbeat()
+        barrier = {f"{t}[{p}]": o for (t, p), o in self.end_offsets(topics).items()}
+        deadline = time.monotonic() + wait_s
+        while True:
+            behind = offsets_behind(barrier, self.lag(topics))
+            if not behind:
+                return Completeness(heartbeat, {})
+            if time.monotonic() >= deadline:
+                return Completeness(None, behind)
+            time.sleep(poll_s)
 
     def latest_heartbeat(self) -> datetime | None:
         """PostgreSQL commit time of the newest heartbeat-table change in Kafka, or None."""

@@ -1,18 +1,18 @@
-"""Late-change sensor: windows that later changes altered get their mart recomputed.
+"""Late-change sensor: windows that later changes altered get their mart recomputed, exactly.
 
 Staging of window W upserts the changes committed in W. Some of them alter earlier windows: the
 delete of an older interaction, a reopening, a backdated correction, a commit that lands just
 after the window of its business time. Staging lists those windows in its materialisation
-metadata (`late_windows`, computed before the upsert from the old and new rows). This sensor reads
-every new staging materialisation once (cursor: the event's storage id) and requests one mart-only
-run over the range from the earliest to the latest listed window: one run, however many windows
-(the mart's backfill policy is single-run, and recomputing an unaffected window in between is
-harmless). So the marts converge to the CRM without anyone starting a backfill.
+metadata (`late_windows`, computed before the upsert from the old and new rows, and only for the
+figures a change really moves). This sensor reads every new staging materialisation once (cursor:
+the event's storage id) and requests one run of the recompute job for exactly the listed windows,
+however far apart they are: the cost grows with the number of late windows, not their spread.
+So the marts converge to the CRM without anyone starting a backfill.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 
 from dagster import (
     AssetKey,
@@ -25,42 +25,39 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from partitions import reporting_windows
+from partitions import WINDOW, key_of, reporting_windows
 
 RECORDS_PER_TICK = 500
 
 
-def late_partition_keys(listed: Iterable[Iterable[str]]) -> list[str]:
-    """Sorted partition keys of the listed window starts (ISO) that are partitions."""
-    keys = {
-        reporting_windows.get_partition_key_for_timestamp(datetime.fromisoformat(start).timestamp())
-        for starts in listed
-        for start in starts
-        if datetime.fromisoformat(start) >= reporting_windows.start
-    }
-    existing = set(reporting_windows.get_partition_keys())
-    return sorted(keys & existing)
+def late_partition_keys(listed: Iterable[Iterable[str]], now: datetime | None = None) -> list[str]:
+    """Sorted keys of the listed window starts (ISO) that are partitions (closed by `now`)."""
+    now = now or datetime.now(timezone.utc)
+    starts = {datetime.fromisoformat(start) for listed_starts in listed for start in listed_starts}
+    return sorted({key_of(start) for start in starts
+                   if reporting_windows.start <= start and start + WINDOW <= now})
 
 
-def range_request(keys: list[str], cursor: str) -> RunRequest:
+def recompute_request(keys: list[str], op_name: str, cursor: str) -> RunRequest:
+    """One run that recomputes exactly `keys`."""
     return RunRequest(
-        run_key=f"late:{keys[0]}:{keys[-1]}:{cursor}",
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1],
-              "hrdv/late_windows": str(len(keys))},
+        run_key=f"late:{cursor}",
+        run_config={"ops": {op_name: {"config": {"windows": keys}}}},
+        tags={"hrdv/late_windows": str(len(keys)), "hrdv/first_window": keys[0],
+              "hrdv/last_window": keys[-1]},
     )
 
 
-def build_late_change_sensor(job: JobDefinition, staging_key: AssetKey, name: str):
+def build_late_change_sensor(job: JobDefinition, op_name: str, staging_key: AssetKey, name: str):
     @sensor(
         name=name,
         job=job,
         minimum_interval_seconds=10,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Recomputes the mart of earlier windows that changes staged later altered (deletes, "
-            "reopenings, corrections, late commits), from staging's late_windows metadata."
+            "Recomputes the mart of exactly the earlier windows that changes staged later altered "
+            "(deletes, reopenings, corrections, late commits), from staging's late_windows metadata."
         ),
     )
     def late_change_sensor(context: SensorEvaluationContext):
@@ -84,10 +81,10 @@ def build_late_change_sensor(job: JobDefinition, staging_key: AssetKey, name: st
         keys = late_partition_keys(listed)
         if not keys:
             return SensorResult(
-                skip_reason=SkipReason(f"{len(result.records)} staging run(s) altered no earlier window"),
+                skip_reason=SkipReason(f"{len(result.records)} staging materialisation(s) altered no earlier window"),
                 cursor=cursor,
             )
-        context.log.info(f"{len(keys)} window(s) altered late: recomputing {keys[0]} .. {keys[-1]}")
-        return SensorResult(run_requests=[range_request(keys, cursor)], cursor=cursor)
+        context.log.info(f"{len(keys)} window(s) altered late, recomputing exactly those: {keys[:10]}")
+        return SensorResult(run_requests=[recompute_request(keys, op_name, cursor)], cursor=cursor)
 
     return late_change_sensor

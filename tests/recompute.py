@@ -25,7 +25,7 @@ from partitions import WINDOW
 KEYS = ["window_start", "channel_code", "region_code"]
 MART_COLUMNS = ["opened", "closed", "avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]
 # The CRM's columns as staging holds them (staging adds is_deleted, lsn and committed_at).
-CRM_COLUMNS = [c for c in INTERACTIONS.columns if c not in ("is_deleted", "lsn", "committed_at")]
+CRM_COLUMNS = [c for c in INTERACTIONS.column_names if c not in ("is_deleted", "lsn", "committed_at")]
 
 
 def resources() -> dict:

@@ -1,10 +1,8 @@
-"""The late-change sensor's pure parts: which windows, and one range run for them."""
+"""The late-change sensor's pure parts: which windows, and one run for exactly those."""
 from __future__ import annotations
 
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
 from partitions import WINDOW, reporting_windows, window_of
-from sensors.late_changes import late_partition_keys, range_request
+from sensors.late_changes import late_partition_keys, recompute_request
 
 
 def test_listed_windows_become_sorted_unique_existing_partition_keys() -> None:
@@ -16,8 +14,9 @@ def test_listed_windows_become_sorted_unique_existing_partition_keys() -> None:
     assert late_partition_keys([[future]]) == []  # not a partition yet
 
 
-def test_one_range_run_covers_the_windows() -> None:
-    request = range_request(["2026-11-24-12:00", "2026-11-24-12:45"], cursor="42")
-    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-11-24-12:00"
-    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-11-24-12:45"
-    assert request.run_key == "late:2026-11-24-12:00:2026-11-24-12:45:42"
+def test_windows_far_apart_are_recomputed_alone_in_one_run() -> None:
+    request = recompute_request(["2026-11-23-12:00", "2026-11-24-12:45"], "recompute_x", cursor="42")
+    assert request.run_config == {"ops": {"recompute_x": {"config": {"windows": [
+        "2026-11-23-12:00", "2026-11-24-12:45"]}}}}
+    assert request.tags["hrdv/late_windows"] == "2"
+    assert request.run_key == "late:42"

@@ -65,8 +65,8 @@ def _stage(settings, started: datetime) -> None:
     """Staging's read and upsert over [started - 1 min, now + 1 min), as the asset does them."""
     start, end = started - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1)
     clickhouse_resource = ClickHouseResource(dsn=settings.clickhouse_dsn)
-    columns, rows, _ = _read_changes(clickhouse_resource, INTERACTIONS, start, end)
-    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, columns, rows, start)
+    read = _read_changes(clickhouse_resource, INTERACTIONS, start, end)
+    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, read.columns, read.rows, start)
 
 
 def _staged_subjects(settings, ids: tuple[int, ...]) -> dict[int, str]:

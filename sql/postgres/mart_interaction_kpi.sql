@@ -1,37 +1,41 @@
--- Recomputes mart.interaction_kpi for the reporting windows in [%(range_start)s, %(range_end)s).
+-- Recomputes mart.interaction_kpi for the reporting windows starting at %(window_starts)s (a list:
+-- one window, a range, or windows far apart; each window is read through the staging indexes on
+-- created_at and closed_at, so the cost grows with the number of windows, not their spread).
 -- Opened counts interactions by creation time; closed, resolution times and first-contact
 -- resolution count interactions by closing time. Deleted interactions count nowhere.
 DELETE FROM mart.interaction_kpi
-WHERE window_start >= %(range_start)s AND window_start < %(range_end)s;
+WHERE window_start = ANY (%(window_starts)s::timestamptz[]);
 
-WITH live AS (
-    SELECT *
-    FROM staging.interactions
-    WHERE NOT is_deleted
+WITH windows AS (
+    SELECT unnest(%(window_starts)s::timestamptz[]) AS window_start
 ),
 opened AS (
     SELECT
-        date_bin(%(window)s, created_at, %(origin)s) AS window_start,
-        channel_code,
-        region_code,
+        w.window_start,
+        i.channel_code,
+        i.region_code,
         count(*) AS opened
-    FROM live
-    WHERE created_at >= %(range_start)s AND created_at < %(range_end)s
+    FROM windows AS w
+    JOIN staging.interactions AS i
+      ON i.created_at >= w.window_start AND i.created_at < w.window_start + %(window)s
+    WHERE NOT i.is_deleted
     GROUP BY 1, 2, 3
 ),
 closed AS (
     SELECT
-        date_bin(%(window)s, closed_at, %(origin)s) AS window_start,
-        channel_code,
-        region_code,
+        w.window_start,
+        i.channel_code,
+        i.region_code,
         count(*) AS closed,
-        avg(extract(epoch FROM closed_at - created_at)) AS avg_resolution_s,
-        percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM closed_at - created_at))
+        avg(extract(epoch FROM i.closed_at - i.created_at)) AS avg_resolution_s,
+        percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.created_at))
             AS p90_resolution_s,
-        avg(CASE WHEN resolved_on_first_contact THEN 1.0 ELSE 0.0 END)
+        avg(CASE WHEN i.resolved_on_first_contact THEN 1.0 ELSE 0.0 END)
             AS first_contact_resolution_share
-    FROM live
-    WHERE closed_at >= %(range_start)s AND closed_at < %(range_end)s
+    FROM windows AS w
+    JOIN staging.interactions AS i
+      ON i.closed_at >= w.window_start AND i.closed_at < w.window_start + %(window)s
+    WHERE NOT i.is_deleted
     GROUP BY 1, 2, 3
 )
 INSERT INTO mart.interaction_kpi (

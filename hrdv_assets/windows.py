@@ -1,0 +1,79 @@
+"""What every windowed asset does first: find the windows a run asks for, whatever route launched
+it, and refuse the run unless they are closed reporting windows; plus what they share after that
+(retries of passing failures, per-window metadata)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    PartitionKeyRange,
+    RetryPolicy,
+    TimeWindow,
+)
+
+from partitions import WindowRefused, closed_window, reporting_windows, window_of
+from resources.kafka import GRACE, KafkaResource
+
+# A window run fails for a passing reason (a connection dropped, the chDB path held too long):
+# the step is tried again in the same run. A refusal (Failure with allow_retries=False) is not.
+PASSING_FAILURES = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
+# How long staging waits for the buffer to become complete for a window that has just closed
+# (the barrier is normally met within a second or two of the heartbeat).
+COMPLETE_WAIT_S = 45.0
+
+
+def refuse(message: str) -> Failure:
+    """A run that must not go on, with what was asked and what is allowed; never retried."""
+    return Failure(description=message, allow_retries=False)
+
+
+def requested_keys(context: AssetExecutionContext | OpExecutionContext) -> list[str]:
+    """The partition keys of the run (one, or a range), each a closed reporting window.
+
+    Read from the run's own range rather than trusted: the daemon, GraphQL and the UI launch
+    keys that Dagster's launch-time check never saw (an off-grid key, a window still open).
+    """
+    try:
+        asked = context.partition_key_range
+    except Exception as error:  # noqa: BLE001 - Dagster's own message, made readable
+        raise refuse(f"this run names no reporting window ({error}); run it for a partition "
+                     "or a range of partitions") from None
+    return closed_keys(asked)
+
+
+def closed_keys(asked: PartitionKeyRange, now: datetime | None = None) -> list[str]:
+    """The keys of a range whose both ends are closed windows; refuses otherwise."""
+    try:
+        first, last = closed_window(asked.start, now), closed_window(asked.end, now)
+    except WindowRefused as refused:
+        raise refuse(str(refused)) from None
+    if first.start > last.start:
+        raise refuse(f"partition range {asked.start!r}..{asked.end!r} is empty: its start is after its end")
+    return reporting_windows.get_partition_keys_in_range(asked)
+
+
+def require_complete(kafka: KafkaResource, topics: list[str], last_key: str) -> str:
+    """Refuses unless every change committed before the end of window last_key is in the
+    ClickHouse buffer (the lag sensor's barrier); returns how far the buffer is complete."""
+    end = window_of(last_key).end
+    completeness = kafka.buffer_completeness(topics, wait_s=COMPLETE_WAIT_S)
+    if completeness.complete_until is None or end > completeness.complete_until - GRACE:
+        raise refuse(
+            f"window {last_key!r} ends at {end.astimezone(timezone.utc):%H:%M:%S} UTC but "
+            f"{completeness.describe()} (waited {COMPLETE_WAIT_S:.0f} s): its changes may not all be "
+            "in ClickHouse yet, so it is not published; the lag sensor requests it once they are")
+    return completeness.complete_until.isoformat()
+
+
+def window_text(window: TimeWindow) -> dict[str, MetadataValue]:
+    return {"window_start": MetadataValue.text(window.start.isoformat()),
+            "window_end": MetadataValue.text(window.end.isoformat())}
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
