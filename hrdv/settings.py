@@ -169,6 +169,8 @@ class Settings:
             HRDV_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             HRDV_CONNECT_URL=self.connect_url,
             DAGSTER_HOME=str(self.dagster_home),
+            # A run of many windows stores its per-window materialisations in batched inserts.
+            DAGSTER_EVENT_BATCH_SIZE=os.environ.get("DAGSTER_EVENT_BATCH_SIZE", "1000"),
         )
         return env
 
