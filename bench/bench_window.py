@@ -109,7 +109,7 @@ def main() -> None:
                                  instance=DagsterInstance.ephemeral(),
                                  selection=[INTERACTIONS.staging_key, MART_KEY])
             timings.append(time.monotonic() - began)
-            rows = {e.asset_key.to_user_string(): e.materialization.metadata["rows"].value
+            rows = {e.asset_key.to_user_string(): e.materialization.metadata["dagster/row_count"].value
                     for e in result.get_asset_materialization_events()}
             print(f"run {run}: window {key}: {timings[-1]:.2f} s  rows {rows}  success={result.success}")
         print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "

@@ -353,11 +353,13 @@ def _staging_asset(entity: StagedEntity):
         )
         context.log.info(f"staged {len(read.rows)} {entity.name} changes for {len(keys)} window(s) "
                          f"{keys[0]}..{keys[-1]}")
-        yield MaterializeResult(asset_key=entity.staging_key)
+        # Check results before the materialisations: a run that dies in between leaves its
+        # windows unpublished (requested again), never published with checks that never reported.
         for key in keys:
             figures = read.by_window.get(key, WindowFigures())
             yield _dead_letter_check(entity, key, figures.dead_letters or {})
             yield _status_check(entity, key, unknown_statuses(entity, figures.statuses or {}))
+        yield MaterializeResult(asset_key=entity.staging_key)
         yield AssetObservation(asset_key=entity.buffer_key, metadata={
             "dagster/row_count": read.buffer_rows,
             "newest_commit": MetadataValue.text(read.newest_commit.isoformat() if read.newest_commit else "-"),

@@ -273,10 +273,11 @@ def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResour
     published = publish_interaction_kpi(hrdv_db, keys)
     for key in keys:
         context.add_asset_metadata(published.metadata[key], partition_key=key)
-    if published.passed:
-        yield MaterializeResult(asset_key=MART_KEY)
+    # Check results first: a run that dies in between leaves its windows unpublished (the lag
+    # sensor requests them again), never published with checks that never reported.
     yield from published.checks
     _fail_if_rejected(context, published)
+    yield MaterializeResult(asset_key=MART_KEY)
 
 
 class RecomputeConfig(Config):
@@ -289,6 +290,7 @@ class RecomputeConfig(Config):
     name="recompute_interaction_kpi",
     description=(f"Recomputes {MART_TABLE} for exactly the listed windows (late changes), in one "
                  "transaction, recording a materialisation and check results per window."),
+    out={},  # it reports materialisations of the mart's partitions, no output
     pool=MART_POOL,
     retry_policy=PASSING_FAILURES,
 )
@@ -304,11 +306,10 @@ def recompute_interaction_kpi(context: OpExecutionContext, config: RecomputeConf
     if not keys:
         return
     published = publish_interaction_kpi(hrdv_db, keys)
-    if published.passed:
-        for key in keys:
-            yield AssetMaterialization(asset_key=MART_KEY, partition=key, metadata=published.metadata[key])
     yield from published.checks
     _fail_if_rejected(context, published)
+    for key in keys:
+        yield AssetMaterialization(asset_key=MART_KEY, partition=key, metadata=published.metadata[key])
 
 
 interaction_assets = [*build_cdc_assets(INTERACTIONS), mart_interaction_kpi]

@@ -3,6 +3,7 @@ it, and refuse the run unless they are closed reporting windows; plus what they 
 (retries of passing failures, per-window metadata)."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from dagster import (
@@ -23,8 +24,16 @@ from resources.kafka import GRACE, KafkaResource
 # the step is tried again in the same run. A refusal (Failure with allow_retries=False) is not.
 PASSING_FAILURES = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
 # How long staging waits for the buffer to become complete for a window that has just closed
-# (the barrier is normally met within a second or two of the heartbeat).
-COMPLETE_WAIT_S = 45.0
+# (the barrier is normally met within a second or two of the heartbeat): HRDV_COMPLETE_WAIT_S.
+DEFAULT_COMPLETE_WAIT_S = 45.0
+
+
+def complete_wait_s() -> float:
+    raw = os.environ.get("HRDV_COMPLETE_WAIT_S", str(DEFAULT_COMPLETE_WAIT_S))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"HRDV_COMPLETE_WAIT_S must be a number of seconds, got {raw!r}") from None
 
 
 def refuse(message: str) -> Failure:
@@ -60,12 +69,12 @@ def closed_keys(asked: PartitionKeyRange, now: datetime | None = None) -> list[s
 def require_complete(kafka: KafkaResource, topics: list[str], last_key: str) -> str:
     """Refuses unless every change committed before the end of window last_key is in the
     ClickHouse buffer (the lag sensor's barrier); returns how far the buffer is complete."""
-    end = window_of(last_key).end
-    completeness = kafka.buffer_completeness(topics, wait_s=COMPLETE_WAIT_S)
+    end, wait_s = window_of(last_key).end, complete_wait_s()
+    completeness = kafka.buffer_completeness(topics, wait_s=wait_s)
     if completeness.complete_until is None or end > completeness.complete_until - GRACE:
         raise refuse(
             f"window {last_key!r} ends at {end.astimezone(timezone.utc):%H:%M:%S} UTC but "
-            f"{completeness.describe()} (waited {COMPLETE_WAIT_S:.0f} s): its changes may not all be "
+            f"{completeness.describe()} (waited {wait_s:.0f} s): its changes may not all be "
             "in ClickHouse yet, so it is not published; the lag sensor requests it once they are")
     return completeness.complete_until.isoformat()
 

@@ -56,7 +56,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -209,8 +209,10 @@ def run_windows(tags: dict[str, str]) -> list[str]:
 
 
 def windows_in_flight(instance: DagsterInstance, now: datetime) -> set[str]:
-    """Windows of runs not finished yet, or failed with Dagster's automatic retry still to come."""
-    records = [*instance.get_run_records(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES))),
+    """Windows of runs not finished yet (queued ones included), or failed with Dagster's
+    automatic retry still to come."""
+    unfinished = [status for status in DagsterRunStatus if status not in FINISHED_STATUSES]
+    records = [*instance.get_run_records(RunsFilter(statuses=unfinished)),
                *instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE],
                                                     tags={WILL_RETRY_TAG: "true"},
                                                     updated_after=now - RETRY_PENDING))]

@@ -6,12 +6,16 @@ window closes within a minute instead of fifteen.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-test")
 os.environ.setdefault("HRDV_PORT_BASE", "28400")
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
-os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-00:00"))
+# Two hours of 1-minute windows before the suite starts (keys are Moscow time): enough for windows
+# far apart, few enough that a run of all of them takes seconds.
+os.environ.setdefault("HRDV_PARTITIONS_START", (datetime.now(ZoneInfo("Europe/Moscow")) - timedelta(hours=2))
+                      .strftime("%Y-%m-%d-%H:00"))
 
 import dataclasses
 import itertools
