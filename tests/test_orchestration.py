@@ -229,7 +229,7 @@ def _mart_step_intervals(instance: DagsterInstance, run_ids: list[str]) -> list[
 def test_an_asset_backfill_and_a_job_backfill_at_once(dagster: Dagster) -> None:
     settings, instance = dagster.settings, dagster.instance
     dagster.writer.start()
-    time.sleep(100)
+    time.sleep(75)
     dagster.settle()
     keys = [_closed_key(n) for n in range(8, 0, -1)]  # 8 closed windows, the last ones written
     began = _now()
