@@ -70,7 +70,7 @@ def require_complete(kafka: KafkaResource, topics: list[str], last_key: str) -> 
     """Refuses unless every change committed before the end of window last_key is in the
     ClickHouse buffer (the lag sensor's barrier); returns how far the buffer is complete."""
     end, wait_s = window_of(last_key).end, complete_wait_s()
-    completeness = kafka.buffer_completeness(topics, wait_s=wait_s)
+    completeness = kafka.buffer_completeness(topics, until=end + GRACE, wait_s=wait_s)
     if completeness.complete_until is None or end > completeness.complete_until - GRACE:
         raise refuse(
             f"window {last_key!r} ends at {end.astimezone(timezone.utc):%H:%M:%S} UTC but "

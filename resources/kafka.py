@@ -50,14 +50,17 @@ class Completeness:
     """How far the ClickHouse buffer holds every CRM change (see sensors/kafka_lag.py)."""
 
     complete_until: datetime | None  # commit time before which every change is in the buffer
-    behind: dict[str, int]  # what the consumer group still lacks, when not proven yet
+    behind: dict[str, int]  # what the consumer group still lacks of the barrier, when unproven
+    heartbeat: datetime | None = None  # the newest Debezium heartbeat seen in Kafka
 
     def describe(self) -> str:
-        until = (f"complete up to {self.complete_until:%Y-%m-%d %H:%M:%S} UTC"
-                 if self.complete_until else "not known to be complete at all")
-        lacking = "; the ingestion group is behind by " + ", ".join(
-            f"{name} {n}" for name, n in sorted(self.behind.items())) if self.behind else ""
-        return f"the ClickHouse buffer is {until}{lacking}"
+        if self.complete_until is not None:
+            return f"the ClickHouse buffer is complete up to {self.complete_until:%Y-%m-%d %H:%M:%S} UTC"
+        if self.behind:
+            return ("the ClickHouse ingestion group is behind the Kafka topics by "
+                    + ", ".join(f"{name} {n}" for name, n in sorted(self.behind.items())))
+        seen = f"{self.heartbeat:%H:%M:%S} UTC" if self.heartbeat else "none"
+        return f"no Debezium heartbeat that late is in Kafka (newest: {seen}): is capture running?"
 
 
 class KafkaResource(ConfigurableResource):
@@ -125,19 +128,24 @@ class KafkaResource(ConfigurableResource):
         finally:
             consumer.close()
 
-    def buffer_completeness(self, topics: list[str], wait_s: float, poll_s: float = 0.5) -> Completeness:
-        """The sensor's barrier, taken and awaited at once: the newest heartbeat H in Kafka, then
-        the topics' end offsets; once the consumer group has committed past those (waiting up to
-        wait_s), every change committed before H is in the buffer."""
-        heartbeat = self.latest_heartbeat()
-        barrier = {f"{t}[{p}]": o for (t, p), o in self.end_offsets(topics).items()}
+    def buffer_completeness(self, topics: list[str], until: datetime, wait_s: float,
+                            poll_s: float = 0.5) -> Completeness:
+        """The sensor's barrier, taken and awaited at once, to prove the buffer complete up to
+        `until`: a heartbeat H >= until in Kafka (Debezium beats every second), then the topics'
+        end offsets; once the consumer group has committed past those, every change committed
+        before H is in the buffer. Waits up to wait_s in all; complete_until is None if unproven."""
         deadline = time.monotonic() + wait_s
+        heartbeat = self.latest_heartbeat()
+        while (heartbeat is None or heartbeat < until) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            heartbeat = self.latest_heartbeat()
+        barrier = {f"{t}[{p}]": o for (t, p), o in self.end_offsets(topics).items()}
         while True:
             behind = offsets_behind(barrier, self.lag(topics))
-            if not behind:
-                return Completeness(heartbeat, {})
+            if not behind and heartbeat is not None and heartbeat >= until:
+                return Completeness(heartbeat, {}, heartbeat)
             if time.monotonic() >= deadline:
-                return Completeness(None, behind)
+                return Completeness(None, behind, heartbeat)
             time.sleep(poll_s)
 
     def latest_heartbeat(self) -> datetime | None:

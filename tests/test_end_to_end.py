@@ -151,7 +151,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     recomputed = driver.settle_late_windows()
     assert recomputed, "the late-change sensor requested nothing"
     # Exactly the listed windows are recomputed, not the range between them.
-    assert {key for run in recomputed for key in run} == late_partition_keys([list(driver.late_windows)])
+    assert {key for run in recomputed for key in run} == set(late_partition_keys([list(driver.late_windows)]))
     assert_same(mart_rows(settings, first, end), expected)
 
     # A single-run backfill over all the windows gives the same.

@@ -200,7 +200,7 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
         cli = _cli_materialize(settings, key)
         for text in (dagster.failure_text(graphql_run.run_id), cli.stdout + cli.stderr):
             assert f"window '{key}' ends at" in text and "may not all be in ClickHouse yet" in text, text[-2000:]
-            assert "the ingestion group is behind by" in text
+            assert "the ClickHouse ingestion group is behind the Kafka topics by" in text
         assert graphql_run.status == DagsterRunStatus.FAILURE and cli.returncode != 0
         assert _mart_count(settings, key) == 0 and key not in dagster.published()
     finally:

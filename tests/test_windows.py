@@ -61,3 +61,13 @@ def test_contiguous_ranges() -> None:
     keys = [key_of(NOW - n * WINDOW) for n in (9, 8, 7, 5, 4)]
     assert list(contiguous_ranges(reversed(keys), 10)) == [keys[:3], keys[3:]]
     assert list(contiguous_ranges(keys, 2)) == [keys[:2], keys[2:3], keys[3:]]
+
+
+def test_what_an_unproven_buffer_says() -> None:
+    from resources.kafka import Completeness
+
+    moment = datetime(2026, 11, 26, 8, 30, 5, tzinfo=timezone.utc)
+    assert Completeness(moment, {}, moment).describe() == \
+        "the ClickHouse buffer is complete up to 2026-11-26 08:30:05 UTC"
+    assert "behind the Kafka topics by t[0] 12" in Completeness(None, {"t[0]": 12}, moment).describe()
+    assert "newest: 08:30:05 UTC): is capture running?" in Completeness(None, {}, moment).describe()
