@@ -2,13 +2,16 @@
 UI sends when one launches a backfill) and the instance the stack's daemon uses."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 from dagster import AssetKey, DagsterInstance
 
-from hrdv.settings import Settings
+from hrdv.settings import REPO_ROOT, Settings
 
 LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
@@ -24,11 +27,6 @@ mutation($params: LaunchBackfillParams!) {
 BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
-}"""
-SET_SENSOR = """
-mutation($name: String!) {
-  %s(sensorSelector: {sensorName: $name, repositoryName: "__repository__",
-                        repositoryLocationName: "hrdv"}) { __typename }
 }"""
 DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 
@@ -81,4 +79,8 @@ class DagsterApi:
         return status
 
     def set_sensor(self, name: str, running: bool) -> None:
-        self.graphql(SET_SENSOR % ("startSensor" if running else "stopSensor"), {"name": name})
+        """Start or stop a sensor, as the UI's toggle does (through Dagster's CLI)."""
+        argv = [str(Path(sys.executable).parent / "dagster"), "sensor", "start" if running else "stop",
+                name, "-w", str(REPO_ROOT / "workspace.yaml")]
+        subprocess.run(argv, cwd=REPO_ROOT, env=self.settings.child_env(), check=True,
+                       capture_output=True, timeout=120)
