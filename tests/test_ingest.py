@@ -194,3 +194,16 @@ def test_sigterm_finishes_and_commits(settings: Settings) -> None:
     assert child.returncode == 0, output
     assert "SIGTERM received" in output and "stopped:" in output
     assert query(settings.clickhouse_dsn, "SELECT count() FROM hrdv.dead_letters") == [(2,)]
+
+
+def test_the_ingestor_renews_itself_past_its_memory_limit(monkeypatch) -> None:
+    """Past HRDV_INGEST_MAX_RSS_MIB, a hand-over of the chDB path ends the loop with renew set:
+    main() then starts the ingestor again in the same process (os.execv), memory back to a start."""
+    from hrdv.ingest import IngestStats, _too_big
+
+    monkeypatch.setenv("HRDV_INGEST_MAX_RSS_MIB", "1")
+    stats = IngestStats()
+    assert _too_big(stats) and stats.renew
+    for never in ("0", "1000000"):
+        monkeypatch.setenv("HRDV_INGEST_MAX_RSS_MIB", never)
+        assert not _too_big(IngestStats())
