@@ -30,7 +30,6 @@ import os
 import time
 from datetime import datetime, timezone
 
-import psutil
 
 WARM_UP_S = 600.0
 FLAG_RATIO = 1.10
@@ -68,33 +67,6 @@ def configure(args: argparse.Namespace) -> None:
     # Few partitions: with 1-minute windows a start at midnight would already be ~1 000 of them.
     os.environ.setdefault("HRDV_PARTITIONS_START", datetime.now(timezone.utc).strftime("%Y-%m-%d-%H:00"))
     os.environ["HRDV_WINDOW_MINUTES"] = str(args.window_minutes)
-
-
-def daemon_split(pid: int | None) -> dict[str, float | None]:
-    """MiB of the daemon process, of its largest code server, and of the rest of its tree."""
-    split: dict[str, float | None] = {"main": None, "codesrv": None, "others": None}
-    if not pid:
-        return split
-    try:
-        root = psutil.Process(pid)
-        split["main"] = root.memory_info().rss / 2**20
-        servers, rest = [], 0
-        for child in root.children(recursive=True):
-            try:
-                if "api grpc" in " ".join(child.cmdline()):
-                    servers.append(child)
-                else:
-                    rest += child.memory_info().rss
-            except psutil.Error:
-                continue
-        sizes = sorted(p.memory_info().rss for p in servers)  # the largest: one that has loaded the code
-        if sizes:
-            split["codesrv"] = sizes[-1] / 2**20
-            rest += sum(sizes[:-1])
-        split["others"] = rest / 2**20
-    except psutil.Error:
-        pass
-    return split
 
 
 _instance = None
@@ -143,7 +115,7 @@ def main() -> None:
                     pid = None
                 if values[name] is not None or not pid:
                     break
-        values.update(daemon_split(process.pid_of("dagster-daemon", settings)))
+        values.update(process.daemon_split_mib(process.pid_of("dagster-daemon", settings)))
         present = [values[name] for name in COMPONENTS if values[name] is not None]
         values["total"] = sum(present) if present else None
         return values

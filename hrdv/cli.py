@@ -226,6 +226,10 @@ def status() -> None:
     for name in SERVICES:
         pid = process.pid_of(name, settings)
         state = f"up    pid {pid}  {_memory_mib(pid)}" if pid else "not running"
+        if pid and name == "dagster-daemon":  # the tree swings with transient children
+            split = process.daemon_split_mib(pid)
+            state += "  (" + ", ".join(f"{part} {value:.0f} MiB" for part, value in split.items()
+                                        if value is not None) + ")"
         click.echo(f"{name:18} {state}")
     if not jvms["broker"].get("up"):
         click.echo(f"{'lag':18} unknown: the Kafka broker is down (`./hrdv.sh up` starts it)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from partitions import WINDOW, key_of, reporting_windows, window_of
+from partitions import WINDOW, key_of, reporting_windows
 from resources.kafka import PartitionLag
 from sensors.kafka_lag import (
     GRACE,

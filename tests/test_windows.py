@@ -1,7 +1,7 @@
 """The gate every route passes: only closed reporting windows, refused with a message otherwise."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import os
 import subprocess

@@ -192,6 +192,36 @@ def tree_rss_mib(pid: int | None) -> float | None:
     return round(total / 2**20, 1)
 
 
+def daemon_split_mib(pid: int | None) -> dict[str, float | None]:
+    """MiB of the Dagster daemon's own process ("main"), of its largest code server ("codesrv") and
+    of the rest of its tree ("others": the previous code server, which the daemon replaces every
+    60 s, run workers, log tails). The tree's total swings by hundreds of MiB with those
+    transient children; a leak shows in main and codesrv."""
+    split: dict[str, float | None] = {"main": None, "codesrv": None, "others": None}
+    if not pid:
+        return split
+    try:
+        root = psutil.Process(pid)
+        split["main"] = root.memory_info().rss / 2**20
+        servers, rest = [], 0
+        for child in root.children(recursive=True):
+            try:
+                if "api grpc" in " ".join(child.cmdline()):
+                    servers.append(child)
+                else:
+                    rest += child.memory_info().rss
+            except psutil.Error:
+                continue
+        sizes = sorted(p.memory_info().rss for p in servers)  # the largest: one that has loaded the code
+        if sizes:
+            split["codesrv"] = sizes[-1] / 2**20
+            rest += sum(sizes[:-1])
+        split["others"] = rest / 2**20
+    except psutil.Error:
+        pass
+    return split
+
+
 def rss_mib(name: str, settings: Settings) -> float | None:
     """Resident memory of a component (with its children), in MiB; None if not running."""
     return tree_rss_mib(pid_of(name, settings))
