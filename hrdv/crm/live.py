@@ -333,6 +333,9 @@ class Simulator:
         index = bisect.bisect_right(self.hist_t, t)
         self.hist_t.insert(index, t)
         self.hist.insert(index, (iid, customer, topic, region))
+        if len(self.hist_t) > REPEAT_HISTORY_LIMIT * 1.1:  # bounded memory: forget the oldest
+            drop = len(self.hist_t) - REPEAT_HISTORY_LIMIT
+            del self.hist_t[:drop], self.hist[:drop]
         self.schedule(t + item.steps[0].delay_s, "i", iid)
         return [(sql, params)]
 
