@@ -56,10 +56,6 @@ def key_of(moment: datetime) -> str:
     return local.strftime(PARTITION_FORMAT)
 
 
-def closed_windows_between(after: datetime, until: datetime) -> list[str]:
-    """Keys of the windows that end after `after` and at or before `until` (both tz-aware)."""
-    keys = reporting_windows.get_partition_keys_in_time_window(TimeWindow(after, until))
-    return [key for key in keys if window_of(key).end <= until and window_of(key).end > after]
 
 
 def _moscow(moment: datetime) -> str:
@@ -102,9 +98,6 @@ def closed_window(key: object, now: datetime | None = None) -> TimeWindow:
     return TimeWindow(moment, end)
 
 
-def closed_windows(keys: Iterable[str], now: datetime | None = None) -> list[TimeWindow]:
-    """closed_window of every key (all or nothing)."""
-    return [closed_window(key, now) for key in keys]
 
 
 def contiguous_ranges(keys: Iterable[str], max_len: int) -> Iterator[list[str]]:
