@@ -59,7 +59,8 @@ def crm_postgres() -> Iterator[Settings]:
     """
     from hrdv.stack import postgres
 
-    settings = dataclasses.replace(load(), home=Path("/tmp/hrdv-crm-tests"), pg_port=26632,
+    settings = dataclasses.replace(load(), home=Path(os.environ.get("HRDV_CRM_TEST_HOME", "/tmp/hrdv-crm-tests")),
+                                   pg_port=int(os.environ.get("HRDV_CRM_TEST_PG_PORT", "26632")),
                                    pg_password="hrdv-crm-tests")
     postgres.start(settings)
     try:
