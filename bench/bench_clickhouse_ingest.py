@@ -66,8 +66,8 @@ def bad_message(item: int, lsn: int) -> bytes:
 def batch(size: int, first: int, bad: bool = False) -> list[list]:
     stamp = datetime.now(timezone.utc)
     make = bad_message if bad else message
-    return [[make(first + i, 30_000_000 + (first + i) * 100), TOPIC, 0, first + i, stamp]
-            for i in range(size)]
+    return [[make(first + i, 30_000_000 + (first + i) * 100), b'{"id":%d}' % (first + i), TOPIC, 0,
+             first + i, stamp] for i in range(size)]
 
 
 def one_run(dsn: str, rows: list[list]) -> float:

@@ -25,7 +25,7 @@ import psutil
 from clickhouse_connect.driver.client import Client
 from filelock import FileLock, Timeout
 
-from hrdv.sql import sql_text
+from hrdv.sql import sql_exists, sql_text
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,35 @@ LOCK_TIMEOUT_S = 300.0
 # columns), then the views along the path queue -> intake -> checked -> buffer | dead letters,
 # upstream first, so that a schema created by an older version (parsing views on the queue) is
 # migrated without a moment in which a consumed message reaches no view (interactions_intake_mv.sql).
-# The "{queue}" slot is filled with the embedded or the Kafka-engine queue.
+# The "{queue}" slot is filled with the embedded or the Kafka-engine queue; a flavour without such
+# a file skips the step (the Kafka-engine queue has no column to add).
 SCHEMA: tuple[str, ...] = (
     "database.sql",
+    "source_heartbeats.sql",  # read by dbz_newest_heartbeat
     "dbz_max_message_bytes.sql",
+    "dbz_max_wal_bytes_per_second.sql",
+    "dbz_newest_heartbeat.sql",
+    "dbz_source_error.sql",
+    "dbz_key_error.sql",
     "dbz_envelope_error.sql",
     "dbz_row_image.sql",
     "dbz_is_timestamp.sql",
     "interactions_row_error.sql",
     "interactions_message_error.sql",
     "interactions_intake.sql",
+    "interactions_intake_key.sql",
     "interactions_queue.{queue}.sql",  # the embedded queue copies the intake's columns
+    "interactions_queue_key.{queue}.sql",
+    "debezium_heartbeat_queue.{queue}.sql",
     "interactions_checked.sql",
+    "interactions_checked_key.sql",
     "interactions_buffer.sql",
     "interactions_buffer_channel_detail.sql",
     "dead_letters.sql",
+    "dead_letters_key.sql",
     "dead_letter_replays.sql",
+    "source_heartbeats_mv.sql",
+    "debezium_heartbeat_dead_letters_mv.sql",
     "interactions_intake_mv.sql",
     "interactions_checked_mv.sql",
     "interactions_buffer_mv.sql",
@@ -58,11 +71,14 @@ SCHEMA: tuple[str, ...] = (
 )
 
 # Kafka-engine template parameters, as apply_schema's `kafka` argument names them.
-KAFKA_KEYS = ("broker_list", "topic", "group")
+KAFKA_KEYS = ("broker_list", "topic", "heartbeat_topic", "group")
 
 # Longer messages are dead letters ('oversized', see dbz_envelope_error.sql): Kafka's default
 # message.max.bytes. HRDV_MAX_MESSAGE_BYTES overrides it, applied with the schema.
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+# The WAL the source may write per second of commit time (dbz_source_error.sql): more than any
+# PostgreSQL sustains. HRDV_MAX_WAL_BYTES_PER_S overrides it, applied with the schema.
+DEFAULT_MAX_WAL_BYTES_PER_S = 1 << 30
 
 _MEMORY_LOCATIONS = ("", "memory", ":memory:")
 
@@ -247,7 +263,7 @@ def run_sql_file(client: Client, name: str, parameters: Mapping[str, object] | N
 
 
 def kafka_parameters(kafka: Mapping[str, str]) -> dict[str, str]:
-    """Map apply_schema's kafka dict (broker_list, topic, group) to the template's names."""
+    """Map apply_schema's kafka dict (KAFKA_KEYS) to the template's names."""
     missing = [key for key in KAFKA_KEYS if not kafka.get(key)]
     if missing:
         raise ValueError(f"kafka settings lack {', '.join(missing)} (need {', '.join(KAFKA_KEYS)})")
@@ -257,23 +273,33 @@ def kafka_parameters(kafka: Mapping[str, str]) -> dict[str, str]:
 def schema_files(kafka: Mapping[str, str] | None) -> list[str]:
     """The DDL files in application order, with the queue flavour chosen by `kafka`."""
     queue = "kafka" if kafka else "embedded"
-    return [name.format(queue=queue) for name in SCHEMA]
+    return [name.format(queue=queue) for name in SCHEMA
+            if "{queue}" not in name or sql_exists(f"clickhouse/{name.format(queue=queue)}")]
+
+
+def _positive_env(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, str(default))
+    if not raw.isdigit() or int(raw) == 0:
+        raise ValueError(f"{variable} must be a whole number > 0, got {raw!r}")
+    return int(raw)
 
 
 def max_message_bytes() -> int:
     """The 'oversized' limit: HRDV_MAX_MESSAGE_BYTES, default DEFAULT_MAX_MESSAGE_BYTES."""
-    raw = os.environ.get("HRDV_MAX_MESSAGE_BYTES", str(DEFAULT_MAX_MESSAGE_BYTES))
-    if not raw.isdigit() or int(raw) == 0:
-        raise ValueError(f"HRDV_MAX_MESSAGE_BYTES must be a whole number > 0, got {raw!r}")
-    return int(raw)
+    return _positive_env("HRDV_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)
+
+
+def max_wal_bytes_per_second() -> int:
+    """dbz_source_error's WAL allowance: HRDV_MAX_WAL_BYTES_PER_S, default 1 GiB/s."""
+    return _positive_env("HRDV_MAX_WAL_BYTES_PER_S", DEFAULT_MAX_WAL_BYTES_PER_S)
 
 
 def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
                  max_bytes: int | None = None) -> list[str]:
     """Create HRDV's ClickHouse objects if missing (idempotent); returns the files applied.
 
-    `kafka` = {"broker_list", "topic", "group"} makes interactions_queue a Kafka-engine table
-    (servers only); without it the queue is the Null-engine table that hrdv.ingest fills.
+    `kafka` = {"broker_list", "topic", "heartbeat_topic", "group"} makes interactions_queue and
+    debezium_heartbeat_queue Kafka-engine tables (servers only); without it the queue is the Null-engine table that hrdv.ingest fills.
     An existing queue is never converted: drop hrdv.interactions_queue to switch flavours.
     Functions and views are replaced on every call, so they always match this repository's SQL
     (`max_bytes`, default max_message_bytes(), is the 'oversized' limit the rules use).
@@ -283,6 +309,7 @@ def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
     parameters = {"max_message_bytes": max_bytes or max_message_bytes(),
+                  "max_wal_bytes_per_second": max_wal_bytes_per_second(),
                   **(kafka_parameters(kafka) if kafka else {})}
     files = schema_files(kafka)
     with session(dsn) as client:

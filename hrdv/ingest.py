@@ -22,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +46,10 @@ log = logging.getLogger("hrdv.ingest")
 
 # CRM table -> ClickHouse queue table. A new entity is one line here plus its SQL files.
 QUEUES: dict[str, str] = {"interactions": "hrdv.interactions_queue"}
-QUEUE_COLUMNS = ["message", "_topic", "_partition", "_offset", "_timestamp"]
+# Debezium's heartbeat table: its changes bound the LSNs a change may carry (dbz_source_error.sql).
+# First in every batch, so each change is judged against the heartbeats consumed with it.
+HEARTBEAT_TABLE, HEARTBEAT_QUEUE = "debezium_heartbeat", "hrdv.debezium_heartbeat_queue"
+QUEUE_COLUMNS = ["message", "_key", "_topic", "_partition", "_offset", "_timestamp"]
 
 MAX_BATCH = 5000
 POLL_TIMEOUT_S = 0.2
@@ -62,7 +64,7 @@ class IngestStats:
     """What one run() did; also the source of the periodic progress line."""
 
     messages: int = 0        # inserted into a queue (valid or not: parsing happens in ClickHouse)
-    tombstones: int = 0      # empty values, skipped but committed
+    tombstones: int = 0      # null values, skipped but committed (zero-byte values are inserted)
     batches: int = 0
     insert_failures: int = 0
     commit_failures: int = 0
@@ -71,8 +73,9 @@ class IngestStats:
 
 
 def topic_queues(settings: Settings) -> dict[str, str]:
-    """Debezium topic -> queue table, for every entity in QUEUES."""
-    return {settings.topic(table): queue for table, queue in QUEUES.items()}
+    """Debezium topic -> queue table: the heartbeat table's first, then every entity in QUEUES."""
+    return {settings.topic(table): queue
+            for table, queue in {HEARTBEAT_TABLE: HEARTBEAT_QUEUE, **QUEUES}.items()}
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -103,18 +106,19 @@ def _kafka_timestamp(message: Message) -> datetime | None:
 
 
 def queue_rows(messages: Sequence[Message], queues: dict[str, str]) -> dict[str, list[list[Any]]]:
-    """Rows per queue table. Values stay raw bytes, so invalid UTF-8 reaches the dead letters
-    instead of failing here; tombstones (value None) and unknown topics produce no row."""
-    rows: dict[str, list[list[Any]]] = defaultdict(list)
+    """Rows per queue table, in the order of `queues` (heartbeats first). Values and keys stay
+    raw bytes, so invalid UTF-8 reaches the dead letters instead of failing here; a null key is
+    b'' as the Kafka engine gives it. Tombstones (value None) and unknown topics produce no row;
+    a zero-byte value does, and becomes a dead letter ('empty value')."""
+    rows: dict[str, list[list[Any]]] = {queue: [] for queue in queues.values()}
     for message in messages:
         value = message.value()
         queue = queues.get(message.topic())
         if value is None or queue is None:
             continue
-        rows[queue].append(
-            [value, message.topic(), message.partition(), message.offset(), _kafka_timestamp(message)]
-        )
-    return dict(rows)
+        rows[queue].append([value, message.key() or b"", message.topic(), message.partition(),
+                            message.offset(), _kafka_timestamp(message)])
+    return {queue: batch for queue, batch in rows.items() if batch}
 
 
 def insert_rows(client: Client, rows_by_queue: dict[str, list[list[Any]]]) -> None:
@@ -242,7 +246,7 @@ def _check_queues(dsn: str) -> None:
     """The queues must be tables this process may insert into: never a Kafka-engine table (an
     INSERT there would produce to Kafka)."""
     with clickhouse.session(dsn) as client:
-        for queue in QUEUES.values():
+        for queue in (HEARTBEAT_QUEUE, *QUEUES.values()):
             engine = clickhouse.table_engine(client, queue)
             if engine != "Null":
                 raise RuntimeError(

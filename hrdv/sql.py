@@ -7,6 +7,10 @@ from pathlib import Path
 SQL_ROOT = Path(__file__).resolve().parent.parent / "sql"
 
 
+def sql_exists(relative_path: str) -> bool:
+    return (SQL_ROOT / relative_path).is_file()
+
+
 @cache
 def sql_text(relative_path: str) -> str:
     """The text of sql/<relative_path>, e.g. sql_text('postgres/hrdv_schema.sql')."""

@@ -92,6 +92,14 @@ def event_text(name: str) -> str | None:
     return _synthetic(name)
 
 
+def event_key(name: str) -> str:
+    """The Kafka key of event `name`: captured if present, else Debezium's ('' for null)."""
+    captured = DATA_DIR / f"{name}.json"
+    if captured.is_file():
+        return json.loads(captured.read_text(encoding="utf-8"))["key"] or ""
+    return debezium_key(_synthetic(name)).decode()
+
+
 def event(name: str) -> dict[str, Any]:
     text = event_text(name)
     assert text is not None, f"event {name} has no value"
@@ -129,20 +137,33 @@ def micros(iso: str | None) -> int | None:
 
 
 # --- embedded ClickHouse -------------------------------------------------------------------------
+def debezium_key(message: str | bytes | None) -> bytes:
+    """The key Debezium gives a message: {"id":<the row image's id>} (JsonConverter without
+    schemas), or b'' (null) when the message has no such image."""
+    try:
+        value = json.loads(message or b"")
+        return dump({"id": image(value)["id"]}).encode()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return b""
+
+
 def queue_rows(messages: Sequence[str | bytes | None], first_offset: int = 0, partition: int = 0,
-               topic: str = TOPIC) -> list[list[Any]]:
-    """Rows for hrdv.interactions_queue as the ingestor inserts them (None = tombstone = b'')."""
+               topic: str = TOPIC, keys: Sequence[bytes | None] | None = None) -> list[list[Any]]:
+    """Rows for hrdv.interactions_queue as the ingestor inserts them (None = b'', a zero-byte
+    value); keys default to Debezium's (debezium_key), None or b'' is a null key."""
     rows = []
     for index, message in enumerate(messages):
         raw = message.encode() if isinstance(message, str) else (message or b"")
+        key = debezium_key(message) if keys is None else (keys[index] or b"")
         stamp = datetime(2026, 1, 2, 0, 4, 6, tzinfo=timezone.utc)
-        rows.append([raw, topic, partition, first_offset + index, stamp])
+        rows.append([raw, key, topic, partition, first_offset + index, stamp])
     return rows
 
 
-def insert_messages(dsn: str, messages: Sequence[str | bytes | None], first_offset: int = 0) -> None:
+def insert_messages(dsn: str, messages: Sequence[str | bytes | None], first_offset: int = 0,
+                    keys: Sequence[bytes | None] | None = None) -> None:
     with clickhouse.session(dsn) as client:
-        client.insert("hrdv.interactions_queue", queue_rows(messages, first_offset),
+        client.insert("hrdv.interactions_queue", queue_rows(messages, first_offset, keys=keys),
                       column_names=QUEUE_COLUMNS)
 
 

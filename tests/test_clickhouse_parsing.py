@@ -118,10 +118,13 @@ def test_delete_keeps_only_the_key(dsn: str) -> None:
     assert all(row[c] is None for c in TEXT_COLUMNS + INT_COLUMNS + TIME_COLUMNS)
 
 
-def test_tombstone_is_ignored(dsn: str) -> None:
-    insert_messages(dsn, [event_text("tombstone"), b""])
+def test_zero_byte_value_is_a_dead_letter(dsn: str) -> None:
+    """A tombstone (null value) never reaches the queue (the ingestor skips it, test_ingest); a
+    zero-byte value does, and must not vanish silently."""
+    assert event_text("tombstone") is None
+    insert_messages(dsn, [b""])
     assert query(dsn, "SELECT count() FROM hrdv.interactions_buffer") == [(0,)]
-    assert query(dsn, "SELECT count() FROM hrdv.dead_letters") == [(0,)]
+    assert query(dsn, "SELECT reason FROM hrdv.dead_letters") == [("empty value",)]
 
 
 def test_latest_version_per_id_by_lsn(dsn: str) -> None:
@@ -199,6 +202,7 @@ def test_other_processes_wait_for_the_session_lock(dsn: str) -> None:
     import time
 
     from hrdv import clickhouse
+    from hrdv.ingest import QUEUE_COLUMNS
 
     probe = ("import sys, time; from hrdv import clickhouse\n"
              "t = time.monotonic()\n"
@@ -227,13 +231,14 @@ def test_held_session_hands_the_path_over_to_a_waiting_process(dsn: str) -> None
     import time
 
     from hrdv import clickhouse
+    from hrdv.ingest import QUEUE_COLUMNS
 
     probe = ("import sys; from hrdv import clickhouse\n"
              "with clickhouse.session(sys.argv[1], lock_timeout=30) as c:\n"
              "    print(c.query('SELECT count() FROM hrdv.interactions_buffer').result_rows[0][0])\n")
     with clickhouse.HeldSession(dsn) as held:
         held.client.insert("hrdv.interactions_queue", queue_rows([event_text("insert")]),
-                           column_names=["message", "_topic", "_partition", "_offset", "_timestamp"])
+                           column_names=QUEUE_COLUMNS)
         waiter = subprocess.Popen([sys.executable, "-c", probe, dsn], stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while waiter.poll() is None and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ reason; valid messages of the same batch still reach the buffer (chDB only)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from click.testing import CliRunner, Result
@@ -10,15 +11,19 @@ from click.testing import CliRunner, Result
 from debezium_fixtures import (
     TOPIC,
     dump,
+    debezium_key,
     event,
+    event_key,
     event_text,
     image,
     insert_messages,
     is_captured,
+    queue_rows,
     query,
     with_changes,
 )
 from hrdv import clickhouse
+from hrdv.ingest import QUEUE_COLUMNS
 
 
 def _without(value: dict, *path: str) -> dict:
@@ -39,10 +44,12 @@ def _replace(value: dict, path: tuple[str, ...], new: object) -> dict:
     return broken
 
 
-def bad_messages() -> list[tuple[bytes, str]]:
-    """(raw message, expected reason) for each kind of rejection."""
+def bad_messages() -> list[tuple[bytes, str, bytes | None]]:
+    """(raw message, expected reason, Kafka key; None: Debezium's key for it) for each kind of
+    rejection."""
     good = event("insert")
-    cases: list[tuple[bytes | str, str]] = [
+    cases: list[tuple[bytes | str, str] | tuple[bytes | str, str, bytes]] = [
+        (b"", "empty value"),  # zero bytes, not null: a tombstone never reaches the queue
         (b"\xff\xfe{\"op\": \"c\"}", "not UTF-8"),
         ("this is not json {", "not JSON"),
         ("[1, 2, 3]", "not a JSON object"),
@@ -68,20 +75,33 @@ def bad_messages() -> list[tuple[bytes, str]]:
         (dump(_replace(good, ("after", "updated_at"), "yesterday noon")), "wrong type: updated_at"),
         (dump(_replace(good, ("after", "resolved_on_first_contact"), "yes")),
          "wrong type: resolved_on_first_contact"),
+        # A wrong or hostile producer: images that contradict op, keys that are not the row's.
+        (dump(_replace(good, ("before",), image(good))), "op disagrees with its images"),
+        (dump(_replace(event("delete"), ("after",), image(good))), "op disagrees with its images"),
+        (dump(good), "no key", b""),
+        (dump(good), "key not a JSON object", b"1001"),
+        (dump(good), "key does not match the row", b'{"id":999999901}'),
+        (dump(good), "key does not match the row", b'{"id":%d,"x":1}' % image(good)["id"]),
+        (dump(good), "key does not match the row", b'{"customer_id":%d}' % image(good)["customer_id"]),
+        (dump(_replace(good, ("source", "ts_ms"), 4_102_444_800_000)), "commit time in the future"),
     ]
-    return [(raw.encode() if isinstance(raw, str) else raw, reason) for raw, reason in cases]
+    return [(raw.encode() if isinstance(raw, str) else raw, reason, key)
+            for raw, reason, key in (case + (None,) if len(case) == 2 else case for case in cases)]
 
 
 def test_invalid_messages_are_dead_lettered_and_valid_ones_kept(dsn: str) -> None:
     bad = bad_messages()
     valid = [event_text("insert"), event_text("cyrillic")]
-    # One batch: valid, bad..., tombstone, valid. Offsets are the positions in this list.
-    batch: list[bytes | str | None] = [valid[0], *(raw for raw, _ in bad), None, valid[1]]
-    insert_messages(dsn, batch, first_offset=100)
+    # One batch: valid, bad..., valid. Offsets are the positions in this list.
+    batch: list[bytes | str | None] = [valid[0], *(raw for raw, _, _ in bad), valid[1]]
+    keys = [debezium_key(valid[0]), *(debezium_key(raw) if key is None else key for raw, _, key in bad),
+            debezium_key(valid[1])]
+    insert_messages(dsn, batch, first_offset=100, keys=keys)
 
-    letters = query(dsn, "SELECT topic, `partition`, `offset`, reason, hex(raw_message), "
+    letters = query(dsn, "SELECT topic, `partition`, `offset`, reason, hex(raw_message), hex(raw_key), "
                          "kafka_timestamp IS NOT NULL FROM hrdv.dead_letters ORDER BY `offset`")
-    expected = [(TOPIC, 0, 101 + i, reason, raw.hex().upper(), True) for i, (raw, reason) in enumerate(bad)]
+    expected = [(TOPIC, 0, 101 + i, reason, raw.hex().upper(), keys[1 + i].hex().upper(), True)
+                for i, (raw, reason, _) in enumerate(bad)]
     assert letters == expected
 
     kept = query(dsn, "SELECT id, _offset FROM hrdv.interactions_buffer ORDER BY _offset")
@@ -98,9 +118,9 @@ def test_redelivered_dead_letter_is_kept_once(dsn: str) -> None:
 @pytest.mark.parametrize("name", ["insert", "update", "update_null", "cyrillic", "delete"])
 def test_envelope_check_accepts_real_events(dsn: str, name: str) -> None:
     with clickhouse.session(dsn) as client:
-        reason = client.query("SELECT dbz_envelope_error({m:String}, 'interactions'), "
-                              "interactions_message_error({m:String}, dbz_row_image({m:String}))",
-                              parameters={"m": event_text(name)}).result_rows
+        reason = client.query("SELECT dbz_envelope_error({m:String}, {k:String}, 'interactions', ['id']), "
+                              "interactions_message_error({m:String}, {k:String}, dbz_row_image({m:String}))",
+                              parameters={"m": event_text(name), "k": event_key(name)}).result_rows
     assert reason == [("", "")]
 
 
@@ -147,7 +167,8 @@ def test_kafka_engine_ddl_parses(dsn: str) -> None:
     chDB cannot run a Kafka table, so the statement is only parsed (formatQuery), never executed.
     """
     parameters = clickhouse.kafka_parameters(
-        {"broker_list": "kafka-1:9092,kafka-2:9092", "topic": TOPIC, "group": "hrdv-clickhouse"})
+        {"broker_list": "kafka-1:9092,kafka-2:9092", "topic": TOPIC,
+         "heartbeat_topic": "crm.public.debezium_heartbeat", "group": "hrdv-clickhouse"})
     ddl = clickhouse.render_sql("interactions_queue.kafka.sql", parameters)
     with clickhouse.session(dsn) as client:
         formatted = client.query("SELECT formatQuery({q:String})", parameters={"q": ddl}).result_rows[0][0]
@@ -166,7 +187,7 @@ def test_kafka_engine_template_needs_all_parameters() -> None:
 
 def test_template_values_are_escaped() -> None:
     ddl = clickhouse.render_sql("interactions_queue.kafka.sql", clickhouse.kafka_parameters(
-        {"broker_list": "k:9092", "topic": "t", "group": "it's"}))
+        {"broker_list": "k:9092", "topic": "t", "heartbeat_topic": "h", "group": "it's"}))
     assert "kafka_group_name = 'it\\'s'" in ddl
 
 
@@ -221,8 +242,9 @@ def _rejected_then_fixed(dsn: str) -> list[str]:
     clickhouse.apply_schema(dsn, max_bytes=100)
     insert_messages(dsn, [good[0], good[1], "not json, never will be"])
     with clickhouse.session(dsn) as client:
-        client.insert("hrdv.dead_letters", [[TOPIC, 0, 3, None, "retired rule", good[2].encode()]],
-                      column_names=["topic", "partition", "offset", "kafka_timestamp", "reason", "raw_message"])
+        client.insert("hrdv.dead_letters", [[TOPIC, 0, 3, None, "retired rule", good[2].encode(), b'{"id":13}']],
+                      column_names=["topic", "partition", "offset", "kafka_timestamp", "reason", "raw_message",
+                                    "raw_key"])
     clickhouse.apply_schema(dsn)  # the fix: the default limit again
     return good
 
@@ -334,3 +356,44 @@ def test_a_schema_from_before_the_intake_is_migrated(tmp_path) -> None:
                        ("interactions_queue", "interactions_intake_mv")]
     assert ("channel_detail",) in query(dsn, "SELECT name FROM system.columns WHERE database = 'hrdv' "
                                              "AND table = 'interactions_buffer'")
+
+
+def _insert_heartbeat(dsn: str, lsn: int, commit_ms: int, offset: int) -> None:
+    beat = json.loads(event_text("heartbeat_table")) if is_captured("heartbeat_table") else \
+        _replace(event("insert"), ("source", "table"), "debezium_heartbeat")
+    beat = _replace(_replace(beat, ("source", "lsn"), lsn), ("source", "ts_ms"), commit_ms)
+    beat = _replace(beat, ("after",), {"id": 1, "ts": "2026-11-24T20:41:29.151208Z"})
+    with clickhouse.session(dsn) as client:
+        client.insert("hrdv.debezium_heartbeat_queue",
+                      queue_rows([dump(beat)], first_offset=offset, topic="crm.public.debezium_heartbeat"),
+                      column_names=QUEUE_COLUMNS)
+
+
+def test_an_lsn_beyond_the_source_is_a_dead_letter(dsn: str) -> None:
+    """A change's LSN may pass the newest heartbeat's only by the WAL the source can have written
+    since (64 MiB + 1 GiB per second of commit time): a forged LSN far beyond it would otherwise
+    win over every real later change of its row, for good."""
+    good = event("insert")
+    commit_ms, lsn = good["source"]["ts_ms"], good["source"]["lsn"]
+    forged = dump(with_changes(good, lsn=9 * 10**18))
+    insert_messages(dsn, [forged], first_offset=0)  # no heartbeat yet: the LSN is not judged
+    assert query(dsn, "SELECT count() FROM hrdv.interactions_buffer") == [(1,)]
+
+    _insert_heartbeat(dsn, lsn, commit_ms, offset=0)
+    cases = [
+        (dump(with_changes(good, lsn=9 * 10**18)), "lsn ahead of the source"),
+        (dump(with_changes(good, lsn=lsn + (64 << 20) + 1)), "lsn ahead of the source"),
+        (dump(with_changes(good, lsn=lsn + (64 << 20))), ""),  # the slack
+        (dump(with_changes(good, lsn=lsn - 1000)), ""),  # streamed before the heartbeat was consumed
+        # committed an hour after the newest heartbeat (capture was down): 3.6 TB of WAL allowed
+        (dump(_replace(with_changes(good, lsn=lsn + (500 << 30)), ("source", "ts_ms"), commit_ms + 3_600_000)), ""),
+    ]
+    insert_messages(dsn, [raw for raw, _ in cases], first_offset=10)
+    letters = dict(query(dsn, "SELECT `offset`, reason FROM hrdv.dead_letters FINAL"))
+    assert [letters.get(10 + i, "") for i in range(len(cases))] == [reason for _, reason in cases]
+
+    # A heartbeat is judged by the same rule: a forged one cannot lift the bound far.
+    _insert_heartbeat(dsn, 9 * 10**18, commit_ms + 1000, offset=1)
+    assert query(dsn, "SELECT reason FROM hrdv.dead_letters FINAL WHERE topic = 'crm.public.debezium_heartbeat'") \
+        == [("lsn ahead of the source",)]
+    assert query(dsn, "SELECT count(), max(lsn) FROM hrdv.source_heartbeats") == [(1, lsn)]

@@ -111,6 +111,7 @@ def sample_messages() -> list[tuple[str | None, bytes | str | None]]:
         (_key(cyrillic_id), b"\xff\xfe\x00 not utf-8"),
         (_key(insert_id), event_text("delete")),
         (_key(insert_id), None),  # the tombstone after the delete
+        (_key(cyrillic_id), b""),  # zero bytes, not null: a dead letter, never silently dropped
     ]
 
 
@@ -118,7 +119,7 @@ def test_ingest_until_caught_up(settings: Settings) -> None:
     produce(settings, sample_messages())
     stats = ingest.run(settings, stop_when_caught_up=True, idle_timeout=60, log_interval=1)
 
-    assert (stats.messages, stats.tombstones) == (6, 1)
+    assert (stats.messages, stats.tombstones) == (7, 1)
     assert stats.insert_failures == 0 and stats.commit_failures == 0
     dsn = settings.clickhouse_dsn
     # Latest version per id (versions of one id in one batch may already be collapsed on insert).
@@ -130,7 +131,8 @@ def test_ingest_until_caught_up(settings: Settings) -> None:
                     {"id": cyrillic_id})
     assert subject == [(image(event("cyrillic"))["subject"],)]
     letters = query(dsn, "SELECT reason, hex(raw_message), topic FROM hrdv.dead_letters ORDER BY reason")
-    assert letters == [("not JSON", b"this is not json".hex().upper(), settings.topic("interactions")),
+    assert letters == [("empty value", "", settings.topic("interactions")),
+                       ("not JSON", b"this is not json".hex().upper(), settings.topic("interactions")),
                        ("not UTF-8", b"\xff\xfe\x00 not utf-8".hex().upper(),
                         settings.topic("interactions"))]
     # Everything committed, tombstone included: the committed offsets are the partitions' ends.
@@ -193,7 +195,7 @@ def test_sigterm_finishes_and_commits(settings: Settings) -> None:
             child.kill()
     assert child.returncode == 0, output
     assert "SIGTERM received" in output and "stopped:" in output
-    assert query(settings.clickhouse_dsn, "SELECT count() FROM hrdv.dead_letters") == [(2,)]
+    assert query(settings.clickhouse_dsn, "SELECT count() FROM hrdv.dead_letters") == [(3,)]
 
 
 def test_the_ingestor_renews_itself_past_its_memory_limit(monkeypatch) -> None:

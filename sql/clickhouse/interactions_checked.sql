@@ -1,4 +1,4 @@
--- Every non-empty message of hrdv.interactions_intake with its row image (dbz_row_image) and
+-- Every message of hrdv.interactions_intake with its row image (dbz_row_image) and
 -- `reason`, why it cannot go to hrdv.interactions_buffer ('' when it can), from
 -- interactions_message_error. A Null-engine table: it stores nothing and only hands each block to
 -- its two views, the buffer view (reason '') and the dead-letter view (the others). Checking
@@ -7,6 +7,7 @@
 CREATE TABLE IF NOT EXISTS hrdv.interactions_checked
 (
     message    String,
+    _key       String,
     _topic     LowCardinality(String),
     _partition UInt64,
     _offset    UInt64,

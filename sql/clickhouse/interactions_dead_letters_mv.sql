@@ -14,6 +14,7 @@ SELECT
     _offset    AS `offset`,
     _timestamp AS kafka_timestamp,
     reason,
-    message    AS raw_message
+    message    AS raw_message,
+    _key       AS raw_key
 FROM hrdv.interactions_checked
 WHERE reason != ''

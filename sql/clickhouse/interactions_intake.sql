@@ -5,10 +5,13 @@
 --   Kafka-engine table in production, the Null table hrdv.ingest fills in the embedded default);
 -- - `hrdv dead-letters replay` inserts dead letters back with their original Kafka coordinates,
 --   which a Kafka-engine queue could not take (an INSERT there would produce to the topic).
--- The columns are the queue's value column and Kafka virtual columns, by name and type.
+-- The columns are the queue's value column and Kafka virtual columns, by name and type (_key:
+-- '' for a null key, as the Kafka engine gives it; added by interactions_intake_key.sql to
+-- intakes created before it).
 CREATE TABLE IF NOT EXISTS hrdv.interactions_intake
 (
     message    String,
+    _key       String,
     _topic     LowCardinality(String),
     _partition UInt64,
     _offset    UInt64,

@@ -13,5 +13,5 @@
 CREATE OR REPLACE MATERIALIZED VIEW hrdv.interactions_intake_mv
 TO hrdv.interactions_intake
 AS
-SELECT message, _topic, _partition, _offset, _timestamp
+SELECT message, _key, _topic, _partition, _offset, _timestamp
 FROM hrdv.interactions_queue

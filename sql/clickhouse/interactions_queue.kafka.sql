@@ -5,8 +5,10 @@
 --
 -- kafka_handle_error_mode = 'default': RawBLOB cannot fail to parse (any byte string is a valid
 -- row), so broken messages never reach the engine's error path; they are routed to
--- hrdv.dead_letters by hrdv.interactions_dead_letters_mv instead. Empty values (Debezium's
--- tombstones) are skipped by the engine and filtered again by the views.
+-- hrdv.dead_letters by hrdv.interactions_dead_letters_mv instead. The engine skips null values
+-- (Debezium's tombstones) and, with RawBLOB, zero-byte values too (an empty payload is an empty
+-- block): on this path a zero-byte value is not counted, where the embedded ingestor makes it a
+-- dead letter ('empty value'). The virtual column _key carries the message key ('' for null).
 --
 -- Template parameters (string.Template, substituted by hrdv.clickhouse): kafka_broker_list,
 -- kafka_topic, kafka_group.

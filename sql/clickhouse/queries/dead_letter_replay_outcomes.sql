@@ -9,7 +9,7 @@ SELECT
     `partition`,
     `offset`,
     previous_reason,
-    ${entity}_message_error(raw_message, image) AS reason,
+    ${entity}_message_error(raw_message, raw_key, image) AS reason,
     if(reason = '', 'parsed', 'still failing') AS outcome
 FROM
 (
@@ -19,6 +19,7 @@ FROM
         `offset`,
         reason                      AS previous_reason,
         raw_message,
+        raw_key,
         dbz_row_image(raw_message)  AS image
     FROM hrdv.dead_letters FINAL
     WHERE topic = {topic:String}
