@@ -9,8 +9,11 @@ messages that parsed are deleted from hrdv.dead_letters. Replaying again is harm
 messages are gone from the dead letters (and the buffer collapses duplicates by LSN anyway);
 the still failing come back with the same reason.
 
-    hrdv dead-letters list
+    hrdv dead-letters summary
+    hrdv dead-letters list [--topic T] [--reason R] [--since ISO] [--limit N]
     hrdv dead-letters replay [--topic T] [--reason R] [--since ISO] [--dry-run]
+
+An unknown --topic or --reason is an error that names the known ones.
 """
 from __future__ import annotations
 
@@ -24,11 +27,12 @@ import click
 from clickhouse_connect.driver.client import Client
 
 from hrdv import clickhouse
-from hrdv.ingest import QUEUES
+from hrdv.ingest import HEARTBEAT_TABLE, QUEUES
 from hrdv.settings import load
 from hrdv.sql import sql_text
 
 SAMPLE_BYTES = 120
+PREVIEW_BYTES = 80
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -61,6 +65,35 @@ def entity_topics() -> dict[str, str]:
     """Debezium topic -> entity, for every entity with an intake."""
     settings = load()
     return {settings.topic(entity): entity for entity in QUEUES}
+
+
+def parsed_topics() -> list[str]:
+    """Every topic whose messages can become dead letters: the entities' and the heartbeat's."""
+    return [*entity_topics(), load().topic(HEARTBEAT_TABLE)]
+
+
+def reasons(client: Client, topics: Sequence[str], since: datetime = EPOCH) -> dict[str, int]:
+    """Dead letters of `topics` received at or after `since`, by reason."""
+    rows = client.query(sql_text("clickhouse/queries/dead_letters_reasons.sql"),
+                        parameters={"topics": list(topics), "since": since}).result_rows
+    return dict(rows)
+
+
+def check_reason(client: Client, topics: Sequence[str], reason: str) -> dict[str, int]:
+    """The dead letters of `topics` by reason; a `reason` none of them has is a usage error that
+    names the reasons there are."""
+    present = reasons(client, topics)
+    if reason and reason not in present:
+        known = ", ".join(f"{name!r} ({count})" for name, count in present.items()) or "none (no dead letters)"
+        raise click.BadParameter(f"no dead letter of {', '.join(topics)} has reason {reason!r}; "
+                                 f"reasons there are: {known}", param_hint="--reason")
+    return present
+
+
+def safe_preview(text: str, size: int, shown: int = PREVIEW_BYTES) -> str:
+    """A message's start for a terminal: control characters escaped, '…' when cut short."""
+    visible = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return visible + ("…" if size > shown else "")
 
 
 def _parameters(topic: str, selection: Selection, started: datetime, replay_id: str = "") -> dict:
@@ -110,14 +143,13 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _topics(topic: str | None) -> dict[str, str]:
-    known = entity_topics()
+def _topics(topic: str | None, known: Sequence[str]) -> list[str]:
     if topic is None:
-        return known
+        return list(known)
     if topic not in known:
         raise click.BadParameter(f"{topic!r} is not a topic HRDV parses; known: {', '.join(known)}",
                                  param_hint="--topic")
-    return {topic: known[topic]}
+    return [topic]
 
 
 def _print_outcomes(rows: Sequence[tuple]) -> None:
@@ -131,8 +163,45 @@ def dead_letters() -> None:
     """Messages that could not be parsed (hrdv.dead_letters): list them, replay them after a fix."""
 
 
+TOPIC_OPTION = click.option("--topic", default=None,
+                            help="only this topic (default: every topic HRDV parses)")
+REASON_OPTION = click.option("--reason", default="", help="only dead letters with exactly this reason")
+SINCE_OPTION = click.option("--since", callback=_since, default=None,
+                            help="only dead letters received at or after this ISO time (UTC if no offset)")
+
+
 @dead_letters.command("list")
-def list_dead_letters() -> None:
+@TOPIC_OPTION
+@REASON_OPTION
+@SINCE_OPTION
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="show at most this many, newest first")
+def list_dead_letters(topic: str | None, reason: str, since: datetime, limit: int) -> None:
+    """The dead letters themselves, newest first: where each came from (topic, partition,
+    offset), why it was refused, its size, key and the start of the message."""
+    dsn = load().clickhouse_dsn
+    topics = _topics(topic, parsed_topics())
+    with clickhouse.session(dsn) as client:
+        check_reason(client, topics, reason)
+        matching = reasons(client, topics, since)
+        total = matching.get(reason, 0) if reason else sum(matching.values())
+        rows = client.query(sql_text("clickhouse/queries/dead_letters_listed.sql"), parameters={
+            "topics": topics, "reason": reason, "since": since, "limit": limit,
+            "preview_bytes": PREVIEW_BYTES}).result_rows
+    if not rows:
+        click.echo(f"no dead letters match in {dsn}")
+        return
+    click.echo(f"{total} dead letter(s) match in {dsn}; the newest {len(rows)}:\n")
+    click.echo(f"{'received (UTC)':<19}  {'topic':<28} {'part':>4} {'offset':>9}  {'reason':<30} "
+               f"{'bytes':>7}  key / message")
+    for received, name, partition, offset, why, size, key, preview in rows:
+        click.echo(f"{received:%Y-%m-%d %H:%M:%S}  {name:<28} {partition:>4} {offset:>9}  {why:<30} "
+                   f"{size:>7}  {safe_preview(key, len(key)) or '(null key)'} / "
+                   f"{safe_preview(preview, size)}")
+
+
+@dead_letters.command("summary")
+def summarise_dead_letters() -> None:
     """Dead letters by topic and reason: how many, oldest and newest, a sample of each."""
     dsn = load().clickhouse_dsn
     with clickhouse.session(dsn) as client:
@@ -150,17 +219,19 @@ def list_dead_letters() -> None:
 
 
 @dead_letters.command("replay")
-@click.option("--topic", default=None, help="only this topic (default: every topic HRDV parses)")
-@click.option("--reason", default="", help="only dead letters with exactly this reason")
-@click.option("--since", callback=_since, default=None,
-              help="only dead letters received at or after this ISO time (UTC if no offset)")
+@TOPIC_OPTION
+@REASON_OPTION
+@SINCE_OPTION
 @click.option("--dry-run", is_flag=True, help="show what a replay would do; change nothing")
 def replay_dead_letters(topic: str | None, reason: str, since: datetime, dry_run: bool) -> None:
-    """Send dead letters through parsing again, e.g. after a parser fix or a raised limit."""
+    """Send dead letters of the entities' topics through parsing again, e.g. after a parser fix
+    or a raised limit (heartbeat dead letters are evidence only: nothing replays them)."""
     selection = Selection(reason=reason, since=since)
-    topics = _topics(topic)
+    known = entity_topics()
+    topics = _topics(topic, list(known))
     with clickhouse.session(load().clickhouse_dsn) as client:
-        for name, entity in topics.items():
+        check_reason(client, topics, reason)
+        for name, entity in ((name, known[name]) for name in topics):
             if dry_run:
                 rows = predict(client, entity, name, selection)
                 click.echo(f"{name}: would replay {sum(r[3] for r in rows)} dead letter(s) (dry run)")

@@ -293,12 +293,38 @@ def test_replay_rejects_wrong_arguments(dsn: str, monkeypatch) -> None:
     assert since.exit_code == 2 and "not an ISO date or time" in since.output
     topic = _cli(dsn, monkeypatch, "replay", "--topic", "crm.public.nope")
     assert topic.exit_code == 2 and f"not a topic HRDV parses; known: {TOPIC}" in topic.output
+    _rejected_then_fixed(dsn)
+    for command in ("replay", "list"):
+        reason = _cli(dsn, monkeypatch, command, "--reason", "nonexistent")
+        assert reason.exit_code == 2, reason.output
+        assert "has reason 'nonexistent'; reasons there are: 'oversized' (2), 'not JSON' (1), " \
+               "'retired rule' (1)" in reason.output
+    assert len(_dead_letters(dsn)) == 4
 
 
-def test_list_shows_counts_by_reason_with_a_sample(dsn: str, monkeypatch) -> None:
-    assert "no dead letters" in _cli(dsn, monkeypatch, "list").output
-    insert_messages(dsn, [b"\xff\xfe broken", "not json {", "not json either {"])
+def test_list_shows_the_messages_with_filters_and_a_limit(dsn: str, monkeypatch) -> None:
+    assert "no dead letters match" in _cli(dsn, monkeypatch, "list").output
+    insert_messages(dsn, [b"\xff\xfe broken\n", "not json {", "x" * 500, event_text("insert")],
+                    keys=[b'{"id":1}', None, b"k", b""])
     output = _cli(dsn, monkeypatch, "list").output
+    assert "4 dead letter(s) match" in output
+    lines = {int(line.split()[4]): line for line in output.splitlines()[3:]}  # by offset
+    assert set(lines) == {0, 1, 2, 3}
+    assert "not UTF-8" in lines[0] and '{"id":1} / \ufffd broken\\n' in lines[0]  # escaped
+    assert "(null key) / not json {" in lines[1] and " 10 " in lines[1]  # size in bytes
+    assert lines[2].endswith("x" * 80 + "…")  # a safe preview, cut short
+    assert "no key" in lines[3]
+    only = _cli(dsn, monkeypatch, "list", "--reason", "not JSON", "--topic", TOPIC).output
+    assert "2 dead letter(s) match" in only and "not json {" in only and "broken" not in only
+    newest = _cli(dsn, monkeypatch, "list", "--limit", "2").output
+    assert "4 dead letter(s) match in" in newest and "the newest 2:" in newest
+    assert _cli(dsn, monkeypatch, "list", "--limit", "0").exit_code == 2
+
+
+def test_summary_shows_counts_by_reason_with_a_sample(dsn: str, monkeypatch) -> None:
+    assert "no dead letters" in _cli(dsn, monkeypatch, "summary").output
+    insert_messages(dsn, [b"\xff\xfe broken", "not json {", "not json either {"])
+    output = _cli(dsn, monkeypatch, "summary").output
     assert "3 dead letter(s)" in output
     lines = output.splitlines()
     not_json = next(line for line in lines if " not JSON " in line)
