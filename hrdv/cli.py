@@ -6,6 +6,8 @@
     hrdv down        stop everything `up` started (data stays in $HRDV_HOME)
     hrdv generate    write CRM changes at a rate
     hrdv dead-letters  list the messages ClickHouse could not parse; replay them after a fix
+    hrdv drift       compare staged rows with the CRM now (the staging check does it each window)
+    hrdv resync      re-read chosen rows from the CRM into the pipeline
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import psycopg
 
 from hrdv import generator
 from hrdv.dead_letters import dead_letters
+from hrdv.drift import drift_command, resync_command
 from hrdv.settings import REPO_ROOT, Settings, load
 from hrdv.sql import sql_text
 
@@ -337,6 +340,8 @@ def crm_migrate(name: str) -> None:
 
 
 main.add_command(dead_letters)
+main.add_command(drift_command)
+main.add_command(resync_command)
 
 if __name__ == "__main__":
     main()

@@ -65,6 +65,8 @@ defs = Definitions(
     resources={
         "clickhouse": ClickHouseResource(dsn=EnvVar("HRDV_CLICKHOUSE_DSN")),
         "hrdv_db": PostgresResource(dsn=EnvVar("HRDV_DSN")),
+        # The CRM read-only (source reader login), for the drift check.
+        "source_db": PostgresResource(dsn=EnvVar("HRDV_SOURCE_DSN")),
         "kafka": KafkaResource(
             bootstrap_servers=EnvVar("HRDV_KAFKA_BOOTSTRAP"),
             consumer_group=EnvVar("HRDV_CONSUMER_GROUP"),

@@ -9,7 +9,9 @@ PostgreSQL logins, one per job (least privilege; the grants are in sql/*/grants*
 - Debezium (HRDV_DEBEZIUM_USER): REPLICATION, SELECT on the captured tables, and the heartbeat row;
 - writer (HRDV_WRITER_USER): the pipeline's reads and writes of staging and marts, no DDL;
 - reporting (HRDV_REPORTING_USER): SELECT on the marts, for dashboards;
-- Dagster (HRDV_DAGSTER_PG_USER): owns only the `dagster` database (run and event storage).
+- Dagster (HRDV_DAGSTER_PG_USER): owns only the `dagster` database (run and event storage);
+- source reader (HRDV_SOURCE_READER_USER): SELECT on the captured CRM tables, for the drift check
+  and `hrdv resync` (in production, point HRDV_SOURCE_DSN at a CRM standby).
 Each password comes from its HRDV_*_PASSWORD variable, else from $HRDV_HOME/secrets.env, where a
 missing one is generated on first use (0600, never in the repository).
 """
@@ -76,6 +78,7 @@ class Settings:
     writer: Login = Login("hrdv_writer")
     reporting: Login = Login("hrdv_reporting")
     dagster: Login = Login("hrdv_dagster")
+    source_reader: Login = Login("hrdv_source_reader")
 
     # --- derived locations -------------------------------------------------------------
     @property
@@ -111,6 +114,11 @@ class Settings:
     def crm_dsn(self) -> str:
         """The CRM as its application (the owner): the generators, migrations, admin checks."""
         return self.pg_dsn("crm")
+
+    @property
+    def source_dsn(self) -> str:
+        """The CRM read-only, as the drift check and `hrdv resync` read it."""
+        return _env("HRDV_SOURCE_DSN", self.pg_dsn("crm", self.source_reader))
 
     @property
     def hrdv_dsn(self) -> str:
@@ -166,6 +174,7 @@ class Settings:
             HRDV_CRM_DSN=self.crm_dsn,
             HRDV_DSN=self.hrdv_dsn,
             HRDV_REPORTING_DSN=self.reporting_dsn,
+            HRDV_SOURCE_DSN=self.source_dsn,
             HRDV_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
             HRDV_CONNECT_URL=self.connect_url,
             DAGSTER_HOME=str(self.dagster_home),
@@ -230,4 +239,5 @@ def load() -> Settings:
         writer=_login(home, "WRITER", "hrdv_writer"),
         reporting=_login(home, "REPORTING", "hrdv_reporting"),
         dagster=_login(home, "DAGSTER_PG", "hrdv_dagster"),
+        source_reader=_login(home, "SOURCE_READER", "hrdv_source_reader"),
     )

@@ -9,6 +9,7 @@ in one read and one transaction, and still records each window's own figures and
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -27,8 +28,10 @@ from dagster import (
     TableSchema,
     multi_asset,
 )
+import psycopg
 from psycopg import sql
 
+from hrdv import drift
 from hrdv.clickhouse import render_sql
 from hrdv.settings import load
 from hrdv.sql import sql_text
@@ -59,6 +62,9 @@ class StagedEntity:
     description: str
     # Status values the marts and reports know; others are reported by the check statuses_known.
     known_statuses: tuple[str, ...] = ()
+    # The CRM column its application sets on every change: the drift check's commit time for rows
+    # committed before the CRM tracked commit timestamps (hrdv/drift.py).
+    changed_at: str = "updated_at"
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -282,6 +288,18 @@ def _checks(entity: StagedEntity) -> list[AssetCheckSpec]:
             ),
         ),
         AssetCheckSpec(
+            "matches_source",
+            asset=entity.staging_key,
+            partitions_def=reporting_windows,
+            description=(
+                "Staging equals the CRM for a sample of keys: up to HRDV_DRIFT_SAMPLE keys the "
+                "window changed and as many from anywhere in staging, read from the CRM by key "
+                "through the source reader login. A row whose CRM version committed before the "
+                "run's last window ended must be staged exactly so; the ones that are not are "
+                "listed with `hrdv resync` to repair them. Not blocking."
+            ),
+        ),
+        AssetCheckSpec(
             "statuses_known",
             asset=entity.staging_key,
             partitions_def=reporting_windows,
@@ -292,6 +310,48 @@ def _checks(entity: StagedEntity) -> list[AssetCheckSpec]:
             ),
         ),
     ]
+
+
+def _changed_keys(read: "ChangesRead", keys: list[str]) -> dict[str, list[int]]:
+    """Ids each window of the run changed, from the rows read (id and committed_at columns)."""
+    id_at, committed_at = read.columns.index("id"), read.columns.index("committed_at")
+    changed: dict[str, list[int]] = {key: [] for key in keys}
+    for row in read.rows:
+        window = key_of(row[committed_at].replace(tzinfo=timezone.utc))
+        if window in changed:
+            changed[window].append(row[id_at])
+    return changed
+
+
+def _drift_checks(entity: StagedEntity, read: "ChangesRead", keys: list[str], hrdv_db: PostgresResource,
+                  source_db: PostgresResource) -> Iterator[AssetCheckEvaluation]:
+    """One matches_source evaluation per window, from one read of each side."""
+    size = drift.sample_size()
+    horizon = window_of(keys[-1]).end
+    try:
+        with hrdv_db.connect() as db, source_db.connect() as source:
+            samples = drift.window_samples(_changed_keys(read, keys),
+                                           drift.random_staged_keys(db, entity.name, size), size)
+            everything = sorted({k for ids in samples.values() for k in ids})
+            columns = drift.compared_columns(source, entity.name, entity.column_names)
+            staged = drift.staged_rows(db, entity.name, columns, everything)
+            crm = drift.source_rows(source, entity.name, columns, everything, entity.changed_at)
+    except psycopg.Error as error:  # the windows are staged; say why they could not be compared
+        for key in keys:
+            yield AssetCheckEvaluation(
+                asset_key=entity.staging_key, check_name="matches_source", partition=key,
+                passed=False, severity=AssetCheckSeverity.WARN,
+                description=f"could not compare with the CRM (HRDV_SOURCE_DSN): {error}".strip())
+        return
+    for key in keys:
+        report = drift.judge(samples[key], staged, crm, columns, horizon)
+        yield AssetCheckEvaluation(
+            asset_key=entity.staging_key, check_name="matches_source", partition=key,
+            passed=not report.drifted, severity=AssetCheckSeverity.WARN,
+            description=(f"{len(report.drifted)} of {report.judged} judged rows differ from the CRM"
+                         if report.drifted else f"{report.judged} judged rows equal the CRM"),
+            metadata=report.metadata(entity.name),
+        )
 
 
 def _staging_asset(entity: StagedEntity):
@@ -319,6 +379,7 @@ def _staging_asset(entity: StagedEntity):
         context: AssetExecutionContext,
         clickhouse: ClickHouseResource,
         hrdv_db: PostgresResource,
+        source_db: PostgresResource,
         kafka: KafkaResource,
     ):
         keys = requested_keys(context)
@@ -359,6 +420,8 @@ def _staging_asset(entity: StagedEntity):
             figures = read.by_window.get(key, WindowFigures())
             yield _dead_letter_check(entity, key, figures.dead_letters or {})
             yield _status_check(entity, key, unknown_statuses(entity, figures.statuses or {}))
+        if drift.sample_size():
+            yield from _drift_checks(entity, read, keys, hrdv_db, source_db)
         yield MaterializeResult(asset_key=entity.staging_key)
         yield AssetObservation(asset_key=entity.buffer_key, metadata={
             "dagster/row_count": read.buffer_rows,

@@ -29,17 +29,19 @@ CRM_COLUMNS = [c for c in INTERACTIONS.column_names if c not in ("is_deleted", "
 
 
 def resources() -> dict:
-    return {name: defs.resources[name] for name in ("clickhouse", "hrdv_db", "kafka")}
+    return dict(defs.resources)
 
 
-def backfill(instance: DagsterInstance, first_key: str, last_key: str) -> None:
-    """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded."""
+def backfill(instance: DagsterInstance, first_key: str, last_key: str):
+    """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded and
+    returns Dagster's result."""
     result = materialize(
         interaction_assets, instance=instance, resources=resources(),
         selection=[INTERACTIONS.staging_key, MART_KEY],
         tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
     )
     assert result.success, f"backfill {first_key}...{last_key} failed"
+    return result
 
 
 def crm_rows(conn: psycopg.Connection) -> list[tuple]:

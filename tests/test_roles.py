@@ -5,6 +5,7 @@
 - the pipeline's writer reads and writes staging and marts, but changes no schema and cannot
   reach the CRM;
 - the reporting login reads the marts and nothing else;
+- the source reader (drift check, resync) reads the captured CRM tables and nothing else;
 - Dagster's login owns only its storage database;
 - the owner no longer has REPLICATION; every password lives in a 0600 secrets file outside the
   repository.
@@ -49,14 +50,25 @@ def _denied(dsn: str, statement: str) -> bool:
 def test_each_login_reaches_only_its_databases(stack: Settings) -> None:
     reach = {
         login.user: {db for db in ("crm", "hrdv", "dagster") if _can_connect(stack, db, login)}
-        for login in (stack.debezium, stack.writer, stack.reporting, stack.dagster)
+        for login in (stack.debezium, stack.writer, stack.reporting, stack.dagster, stack.source_reader)
     }
     assert reach == {
         stack.debezium.user: {"crm"},
         stack.writer.user: {"hrdv"},
         stack.reporting.user: {"hrdv"},
         stack.dagster.user: {"dagster"},
+        stack.source_reader.user: {"crm"},
     }
+
+
+def test_source_reader_reads_captured_tables_only(stack: Settings) -> None:
+    with psycopg.connect(stack.source_dsn) as conn:
+        conn.execute("SELECT count(*) FROM interactions").fetchone()
+    for statement in ("UPDATE interactions SET status = status WHERE id = -1",
+                      "INSERT INTO debezium_heartbeat (id, ts) VALUES (-1, now())",
+                      "SELECT count(*) FROM customers",  # not captured: personal data
+                      "CREATE TABLE public.reader_scratch (id int)"):
+        assert _denied(stack.source_dsn, statement), statement
 
 
 def test_debezium_streams_as_its_replication_role(stack: Settings) -> None:

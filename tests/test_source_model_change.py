@@ -86,8 +86,7 @@ def _stage(entity, first: str, last: str):
     assets = [a for a in build_cdc_assets(entity) if getattr(a, "key", None) == entity.staging_key]
     result = materialize(
         assets, instance=DagsterInstance.ephemeral(),
-        resources={"clickhouse": defs.resources["clickhouse"], "hrdv_db": defs.resources["hrdv_db"],
-                   "kafka": defs.resources["kafka"]},
+        resources=dict(defs.resources),
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
     assert result.success
     return [c for c in result.get_asset_check_evaluations() if c.check_name == "statuses_known"]

@@ -26,6 +26,7 @@ from hrdv.stack.process import StackError, log_tail
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCHEMA_SQL = REPO_ROOT / "sql" / "crm" / "schema.sql"
 GRANTS_CRM = REPO_ROOT / "sql" / "crm" / "grants.sql"
+GRANTS_SOURCE_READER = REPO_ROOT / "sql" / "crm" / "grants_source_reader.sql"
 
 
 def ensure_installed() -> None:
@@ -122,6 +123,10 @@ max_wal_size = 4GB
 # (bench/bench_slot_retention.py): 16 GB is 5 h of downtime at 1 000 changes/s, 10 days at 20/s.
 # An invalidated slot means a new snapshot (README, "Failure modes and recovery").
 max_slot_wal_keep_size = 16GB
+# The commit time of every row's current version (pg_xact_commit_timestamp(xmin)): the drift check
+# (hrdv/drift.py) judges a row only once its last change committed before what staging holds.
+# 10 bytes per transaction in pg_commit_ts; takes effect at the next restart of PostgreSQL.
+track_commit_timestamp = on
 """
     hba = """# Written by hrdv/stack/postgres.py on every start; edits are lost.
 # Socket: the OS users root and postgres may be the superuser postgres (bootstrap, admin).
@@ -212,6 +217,7 @@ def _roles(settings: Settings) -> list[tuple[Login, str]]:
         (settings.writer, "LOGIN NOREPLICATION"),
         (settings.reporting, "LOGIN NOREPLICATION"),
         (settings.dagster, "LOGIN NOREPLICATION"),
+        (settings.source_reader, "LOGIN NOREPLICATION"),
     ]
 
 
@@ -259,6 +265,7 @@ def _grant_debezium(conn: psycopg.Connection, settings: Settings) -> None:
     statement = "ALTER PUBLICATION {} SET TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
     conn.execute(sql.SQL(statement).format(publication, tables))
     apply_grants(conn, GRANTS_CRM, debezium=settings.debezium.user, tables=tables)
+    apply_grants(conn, GRANTS_SOURCE_READER, reader=settings.source_reader.user, tables=tables)
 
 
 def apply_grants(conn: psycopg.Connection, path: Path, **names: str | sql.Composable) -> None:
