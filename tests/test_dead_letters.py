@@ -169,13 +169,16 @@ def test_kafka_engine_ddl_parses(dsn: str) -> None:
     parameters = clickhouse.kafka_parameters(
         {"broker_list": "kafka-1:9092,kafka-2:9092", "topic": TOPIC,
          "heartbeat_topic": "crm.public.debezium_heartbeat", "group": "hrdv-clickhouse"})
-    ddl = clickhouse.render_sql("interactions_queue.kafka.sql", parameters)
-    with clickhouse.session(dsn) as client:
-        formatted = client.query("SELECT formatQuery({q:String})", parameters={"q": ddl}).result_rows[0][0]
-    assert "ENGINE = Kafka" in formatted
-    assert "kafka_broker_list = 'kafka-1:9092,kafka-2:9092'" in formatted
-    assert "kafka_format = 'RawBLOB'" in formatted
-    assert "${" not in formatted
+    for name, topic in (("interactions_queue.kafka.sql", TOPIC),
+                        ("debezium_heartbeat_queue.kafka.sql", "crm.public.debezium_heartbeat")):
+        ddl = clickhouse.render_sql(name, parameters)
+        with clickhouse.session(dsn) as client:
+            formatted = client.query("SELECT formatQuery({q:String})", parameters={"q": ddl}).result_rows[0][0]
+        assert "ENGINE = Kafka" in formatted
+        assert "kafka_broker_list = 'kafka-1:9092,kafka-2:9092'" in formatted
+        assert f"kafka_topic_list = '{topic}'" in formatted
+        assert "kafka_format = 'RawBLOB'" in formatted
+        assert "${" not in formatted
 
 
 def test_kafka_engine_template_needs_all_parameters() -> None:
