@@ -4,7 +4,8 @@ Each run is what one ingestor batch does: open a session (file lock + chDB engin
 messages into hrdv.interactions_queue (the materialized views validate and parse them into
 hrdv.interactions_buffer), close. Prints messages/s, median of 3 runs, for several batch sizes.
 With --bad every message is a dead letter (a mix of the rejection reasons): how fast bad
-messages are routed to hrdv.dead_letters.
+messages are routed to hrdv.dead_letters. A heartbeat is stored first, as on a running stack, so
+every message's LSN is judged against it (dbz_source_error).
 
     python bench/bench_clickhouse_ingest.py [--sizes 1000 5000 20000] [--runs 3] [--bad]
 """
@@ -86,6 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hrdv-bench-") as tmp:
         dsn = f"chdb://{Path(tmp) / 'clickhouse'}"
         clickhouse.apply_schema(dsn)
+        with clickhouse.session(dsn) as client:  # the newest heartbeat: LSN 0, at START
+            client.insert("hrdv.source_heartbeats", [[0, int(START.timestamp() * 1000), 0, 0]],
+                          column_names=["lsn", "committed_ms", "_partition", "_offset"])
         size_bytes = len(message(1, 1))
         print(f"message size ~{size_bytes} bytes; each run = open session + insert + close")
         print(f"{'batch':>7} {'median s':>9} {'msgs/s':>9}   runs (s)")

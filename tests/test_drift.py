@@ -94,6 +94,7 @@ def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Set
     time.sleep(max(0.0, (window_of(key).end - datetime.now(timezone.utc)).total_seconds() + 1))
     instance = DagsterInstance.ephemeral()
     monkeypatch.setenv("HRDV_COMPLETE_WAIT_S", "30")
+    monkeypatch.setenv("HRDV_DRIFT_SAMPLE", "1000")  # every key the window changed is compared
     clean = backfill(instance, key, key)  # staged by Dagster: the check finds nothing
     evaluation = next(e for e in clean.get_asset_check_evaluations() if e.check_name == "matches_source")
     assert evaluation.passed and evaluation.metadata["judged"].value >= 1, evaluation.description

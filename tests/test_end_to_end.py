@@ -54,6 +54,7 @@ class SensorDriver:
         self.requested: list[tuple[str, datetime]] = []  # (window, when requested)
         self.late_windows: set[str] = set()
         self.reasons: list[str] = []
+        self.judged = 0  # rows the drift check compared with the CRM, over all runs
 
     def tick(self) -> list[str]:
         context = build_sensor_context(cursor=self.cursor, instance=self.instance,
@@ -97,8 +98,9 @@ class SensorDriver:
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert {c.check_name for c in checks} == {"dead_letters_within_threshold", "statuses_known",
-                                                  "pandera_schema", "totals_match_staging"}
+                                                  "matches_source", "pandera_schema", "totals_match_staging"}
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+        self.judged += sum(c.metadata["judged"].value for c in checks if c.check_name == "matches_source")
         for event in result.get_asset_materialization_events():
             late = event.materialization.metadata.get("late_windows")
             if late is not None:
@@ -132,6 +134,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     assert len(keys) == len(set(keys)), f"a window was requested twice: {keys}"
     assert all(window_of(key).end <= when for key, when in driver.requested), "requested before closing"
     assert len(keys) >= 2
+    assert driver.judged > 0, "the drift check compared no row with the CRM"
 
     first = window_of(keys[0]).start.astimezone(timezone.utc)
     end = window_of(keys[-1]).end.astimezone(timezone.utc)
