@@ -118,7 +118,8 @@ def test_redelivered_dead_letter_is_kept_once(dsn: str) -> None:
 @pytest.mark.parametrize("name", ["insert", "update", "update_null", "cyrillic", "delete"])
 def test_envelope_check_accepts_real_events(dsn: str, name: str) -> None:
     with clickhouse.session(dsn) as client:
-        reason = client.query("SELECT dbz_envelope_error({m:String}, {k:String}, 'interactions', ['id']), "
+        reason = client.query("SELECT dbz_envelope_error({m:String}, {k:String}, dbz_row_image({m:String}), "
+                              "'interactions', ['id']), "
                               "interactions_message_error({m:String}, {k:String}, dbz_row_image({m:String}))",
                               parameters={"m": event_text(name), "k": event_key(name)}).result_rows
     assert reason == [("", "")]

@@ -1,5 +1,5 @@
 -- Validation of a Debezium change event's envelope (JsonConverter, schemas.enable=false) and its
--- Kafka key, defined once for every entity; each entity's <entity>_message_error adds its row
+-- Kafka key (with `image`, the message's dbz_row_image), defined once for every entity; each entity's <entity>_message_error adds its row
 -- checks, and the entity's check view calls that: the buffer view keeps messages for which it
 -- returns '', the dead-letter view keeps the others with this reason. Checks run in order and the
 -- first failure wins, so each rejected message has exactly one reason from a fixed set (easy to
@@ -23,7 +23,7 @@
 -- CREATE OR REPLACE rather than IF NOT EXISTS: re-applying the schema updates the rule. ClickHouse
 -- expands SQL functions when a view is created, so apply_schema re-creates the views after the
 -- functions (see interactions_intake_mv.sql).
-CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, source_table, key_columns) -> multiIf(
+CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, image, source_table, key_columns) -> multiIf(
     length(message) > dbz_max_message_bytes(), 'oversized',
     length(message) = 0, 'empty value',
     NOT isValidUTF8(message), 'not UTF-8',
@@ -41,6 +41,6 @@ CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, source_table, ke
     JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'after', 'before')) != 'Null'
         AND JSONExtractString(message, 'op') != 'u',
         'op disagrees with its images',
-    dbz_key_error(message, key, key_columns) != '', dbz_key_error(message, key, key_columns),
+    dbz_key_error(image, key, key_columns) != '', dbz_key_error(image, key, key_columns),
     dbz_source_error(message)
 )

@@ -13,7 +13,7 @@ SELECT
     _key       AS raw_key
 FROM
 (
-    SELECT *, dbz_envelope_error(message, _key, 'debezium_heartbeat', ['id']) AS reason
+    SELECT *, dbz_envelope_error(message, _key, dbz_row_image(message), 'debezium_heartbeat', ['id']) AS reason
     FROM hrdv.debezium_heartbeat_queue
 )
 WHERE reason != ''

@@ -8,7 +8,7 @@
 -- valid envelope), and ClickHouse recomputes an expression inside a lazy branch at every use:
 -- computed once as a column by the caller, it costs one parse instead of nineteen.
 CREATE OR REPLACE FUNCTION interactions_message_error AS (message, key, image) -> if(
-    dbz_envelope_error(message, key, 'interactions', ['id']) != '',
-    dbz_envelope_error(message, key, 'interactions', ['id']),
+    dbz_envelope_error(message, key, image, 'interactions', ['id']) != '',
+    dbz_envelope_error(message, key, image, 'interactions', ['id']),
     interactions_row_error(image)
 )

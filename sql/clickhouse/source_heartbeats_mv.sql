@@ -11,4 +11,4 @@ SELECT
     _partition,
     _offset
 FROM hrdv.debezium_heartbeat_queue
-WHERE dbz_envelope_error(message, _key, 'debezium_heartbeat', ['id']) = ''
+WHERE dbz_envelope_error(message, _key, dbz_row_image(message), 'debezium_heartbeat', ['id']) = ''
