@@ -8,8 +8,11 @@
 -- hrdv.dead_letters by hrdv.interactions_dead_letters_mv instead. Empty values (Debezium's
 -- tombstones) are skipped by the engine and filtered again by the views.
 --
--- Template parameters (string.Template, substituted by hrdv.clickhouse): kafka_broker_list,
--- kafka_topic, kafka_group.
+-- Template parameters (string.Template, substituted by hrdv.clickhouse, see kafka_engine):
+-- kafka_broker_list, kafka_topic, kafka_group, and the login of the ingest principal, which may only
+-- read the CDC topics and use its group: kafka_security_protocol (sasl_plaintext or sasl_ssl),
+-- kafka_sasl_mechanism (SCRAM-SHA-512), kafka_sasl_username, kafka_sasl_password. With sasl_ssl,
+-- the CA of the brokers (HRDV_KAFKA_CA_FILE) goes into the server's config, <kafka><ssl_ca_location>.
 CREATE TABLE IF NOT EXISTS hrdv.interactions_queue
 (
     message String
@@ -20,6 +23,10 @@ SETTINGS
     kafka_topic_list = '${kafka_topic}',
     kafka_group_name = '${kafka_group}',
     kafka_format = 'RawBLOB',
+    kafka_security_protocol = '${kafka_security_protocol}',
+    kafka_sasl_mechanism = '${kafka_sasl_mechanism}',
+    kafka_sasl_username = '${kafka_sasl_username}',
+    kafka_sasl_password = '${kafka_sasl_password}',
     kafka_num_consumers = 1,
     kafka_handle_error_mode = 'default',
     kafka_max_block_size = 65536,
