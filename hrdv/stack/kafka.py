@@ -181,7 +181,7 @@ def _admin_scram(settings: Settings) -> str:
     """--add-scram's argument for the admin: the one principal that must exist before the broker
     runs (inter-broker login, and it creates the others through the Admin API)."""
     admin = settings.kafka_login("admin")
-    # StorageTool splits [name=...,password=...] on commas and strips quotes, without escapes.
+    # StorageTool parses [name=...,password=...] with no escapes: these characters would break it.
     bad = set(',"[]=') & set(admin.user + admin.password)
     if bad:
         raise StackError(f"kafka: the admin user name or password contains {''.join(sorted(bad))}, "
