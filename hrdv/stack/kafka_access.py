@@ -111,8 +111,10 @@ def auth_failure_message(settings: Settings, principal: str, detail: object) -> 
     """What to say when a principal cannot log in: who, where, and where its password is from."""
     return (f"kafka: principal {settings.kafka_login(principal).user!r} ({principal}) failed to "
             f"authenticate at {settings.kafka_bootstrap}: {detail}. Its password comes from "
-            f"{settings.kafka_password_source(principal)}; a broker formatted with another admin "
-            f"password needs its data ({settings.home / 'kafka'}) removed, or the old password.")
+            f"{settings.kafka_password_source(principal)}. The admin's credential is written when the "
+            f"broker's storage is formatted: a broker formatted before authentication or with "
+            f"another admin password needs its data ({settings.home / 'kafka'}) removed, or the "
+            f"old password back.")
 
 
 def admin_client(settings: Settings, errors: _Errors | None = None, **extra: Any) -> AdminClient:
