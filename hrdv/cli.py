@@ -135,12 +135,20 @@ def up(rate: float, customers: int, history_days: int, dagster: bool) -> None:
         f"               logins: {settings.pg_user} (owner), {settings.writer.user} (pipeline), "
         f"{settings.reporting.user} (dashboards, read-only), {settings.debezium.user} (replication), "
         f"{settings.dagster.user} (Dagster storage)\n"
-        f"  Kafka        {settings.kafka_bootstrap}   Connect {settings.connect_url}\n"
+        f"  Kafka        {settings.kafka_bootstrap} ({settings.kafka_security_protocol}, SCRAM-SHA-512)   "
+        f"Connect {settings.connect_url}\n"
+        f"               principals: {_kafka_principals(settings)}\n"
         f"  ClickHouse   {settings.clickhouse_dsn}\n"
         f"  Logs         {settings.logs}\n"
         f"Windows are {settings.window_minutes} minutes: the first run starts when the current one closes.\n"
         f"`./hrdv.sh status` shows health and lag, `./hrdv.sh down` stops everything."
     )
+
+
+def _kafka_principals(settings: Settings) -> str:
+    roles = {"admin": "super user", "connect": "writes CDC", "ingest": "reads CDC",
+             "reader": "read-only tools"}
+    return ", ".join(f"{settings.kafka_login(name).user} ({role})" for name, role in roles.items())
 
 
 def stop_stack(settings: Settings) -> None:

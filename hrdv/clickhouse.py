@@ -25,6 +25,7 @@ import psutil
 from clickhouse_connect.driver.client import Client
 from filelock import FileLock, Timeout
 
+from hrdv.settings import KAFKA_SASL_MECHANISM, Settings
 from hrdv.sql import sql_exists, sql_text
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,10 @@ SCHEMA: tuple[str, ...] = (
     "interactions_dead_letters_mv.sql",
 )
 
-# Kafka-engine template parameters, as apply_schema's `kafka` argument names them.
-KAFKA_KEYS = ("broker_list", "topic", "heartbeat_topic", "group")
+# Kafka-engine template parameters, as apply_schema's `kafka` argument names them. The SASL ones
+# are required: the brokers accept no anonymous client (see hrdv/stack/kafka_access.py).
+KAFKA_KEYS = ("broker_list", "topic", "heartbeat_topic", "group", "security_protocol", "sasl_mechanism",
+              "sasl_username", "sasl_password")
 
 # Longer messages are dead letters ('oversized', see dbz_envelope_error.sql): Kafka's default
 # message.max.bytes. HRDV_MAX_MESSAGE_BYTES overrides it, applied with the schema.
@@ -262,8 +265,19 @@ def run_sql_file(client: Client, name: str, parameters: Mapping[str, object] | N
     client.command(render_sql(name, parameters))
 
 
+def kafka_engine(settings: Settings, table: str = "interactions") -> dict[str, str]:
+    """apply_schema's `kafka` argument from the settings: the same HRDV_KAFKA_* names as the
+    embedded ingestor, and its principal (read the CDC topics, use the ingestion group)."""
+    login = settings.kafka_login("ingest")
+    return {"broker_list": settings.kafka_bootstrap, "topic": settings.topic(table),
+            "heartbeat_topic": settings.topic("debezium_heartbeat"), "group": settings.consumer_group,
+            "security_protocol": settings.kafka_security_protocol.lower(),
+            "sasl_mechanism": KAFKA_SASL_MECHANISM, "sasl_username": login.user,
+            "sasl_password": login.password}
+
+
 def kafka_parameters(kafka: Mapping[str, str]) -> dict[str, str]:
-    """Map apply_schema's kafka dict (KAFKA_KEYS) to the template's names."""
+    """Map apply_schema's kafka dict (KAFKA_KEYS, see kafka_engine) to the template's names."""
     missing = [key for key in KAFKA_KEYS if not kafka.get(key)]
     if missing:
         raise ValueError(f"kafka settings lack {', '.join(missing)} (need {', '.join(KAFKA_KEYS)})")
@@ -298,8 +312,9 @@ def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
                  max_bytes: int | None = None) -> list[str]:
     """Create HRDV's ClickHouse objects if missing (idempotent); returns the files applied.
 
-    `kafka` = {"broker_list", "topic", "heartbeat_topic", "group"} makes interactions_queue and
-    debezium_heartbeat_queue Kafka-engine tables (servers only); without it the queue is the Null-engine table that hrdv.ingest fills.
+    `kafka` = kafka_engine(settings) (KAFKA_KEYS) makes interactions_queue and
+    debezium_heartbeat_queue Kafka-engine tables (servers only); without it they are the
+    Null-engine tables that hrdv.ingest fills.
     An existing queue is never converted: drop hrdv.interactions_queue to switch flavours.
     Functions and views are replaced on every call, so they always match this repository's SQL
     (`max_bytes`, default max_message_bytes(), is the 'oversized' limit the rules use).

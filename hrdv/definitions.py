@@ -71,6 +71,10 @@ defs = Definitions(
             bootstrap_servers=EnvVar("HRDV_KAFKA_BOOTSTRAP"),
             consumer_group=EnvVar("HRDV_CONSUMER_GROUP"),
             heartbeat_topic=_settings.topic("debezium_heartbeat"),
+            sasl_username=EnvVar("HRDV_KAFKA_READER_USER"),
+            sasl_password=EnvVar("HRDV_KAFKA_READER_PASSWORD"),
+            security_protocol=EnvVar("HRDV_KAFKA_SECURITY_PROTOCOL"),
+            ca_file=_settings.kafka_ca_file,
         ),
     },
 )

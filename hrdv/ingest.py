@@ -79,8 +79,8 @@ def topic_queues(settings: Settings) -> dict[str, str]:
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    """The ingestor's consumer: the ingest principal, which may only read the CDC topics."""
+    return settings.kafka_client("ingest", **{
         "group.id": settings.consumer_group,
         "client.id": "hrdv-ingest",
         # Static membership: a restarted ingestor (after a crash) takes over its own partitions
@@ -94,7 +94,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # The ingestor may start before Debezium has created its topics; look for them often
         # (default 5 min) so the first events are not left waiting.
         "topic.metadata.refresh.interval.ms": 5000,
-    }
+    })
 
 
 # --- one batch -----------------------------------------------------------------------------------

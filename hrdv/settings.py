@@ -12,15 +12,28 @@ PostgreSQL logins, one per job (least privilege; the grants are in sql/*/grants*
 - Dagster (HRDV_DAGSTER_PG_USER): owns only the `dagster` database (run and event storage);
 - source reader (HRDV_SOURCE_READER_USER): SELECT on the captured CRM tables, for the drift check
   and `hrdv resync` (in production, point HRDV_SOURCE_DSN at a CRM standby).
+Kafka principals (SASL/SCRAM-SHA-512; the ACLs are in hrdv/stack/kafka_access.py):
+- admin (HRDV_KAFKA_ADMIN_USER): super user; creates the other principals and the ACLs, and is
+  the broker's inter-broker login;
+- Connect (HRDV_KAFKA_CONNECT_USER): the only writer of the CDC topics, the heartbeat topic and
+  Connect's internal topics;
+- ingestor (HRDV_KAFKA_INGEST_USER): reads the CDC topics in its consumer group;
+- reader (HRDV_KAFKA_READER_USER): reads and describes topics, describes groups (Dagster's lag
+  sensor and completeness checks, `hrdv status`, capture, tests);
+- controller (HRDV_KAFKA_CONTROLLER_USER): SASL/PLAIN between the broker and the KRaft controller
+  on the localhost-only controller listener (KRaft controllers cannot use SCRAM).
 Each password comes from its HRDV_*_PASSWORD variable, else from $HRDV_HOME/secrets.env, where a
 missing one is generated on first use (0600, never in the repository).
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -49,7 +62,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Login:
-    """A PostgreSQL role that logs in, with its password."""
+    """A PostgreSQL role or a Kafka principal that logs in, with its password."""
 
     user: str
     password: str = ""
@@ -79,6 +92,9 @@ class Settings:
     reporting: Login = Login("hrdv_reporting")
     dagster: Login = Login("hrdv_dagster")
     source_reader: Login = Login("hrdv_source_reader")
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_ca_file: str = ""  # PEM bundle that signed the brokers' certificates (SASL_SSL)
+    kafka_logins: dict[str, Login] = field(default_factory=dict, repr=False, hash=False)
 
     # --- derived locations -------------------------------------------------------------
     @property
@@ -139,6 +155,27 @@ class Settings:
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
+    def kafka_login(self, principal: str) -> Login:
+        """The Kafka login of a principal: admin, connect, ingest, reader or controller."""
+        try:
+            return self.kafka_logins[principal]
+        except KeyError:
+            raise ValueError(f"no Kafka principal {principal!r}; "
+                             f"known: {', '.join(self.kafka_logins)}") from None
+
+    def kafka_password_source(self, principal: str) -> str:
+        """Where a principal's password comes from, for error messages."""
+        return password_source(self.home, f"HRDV_KAFKA_{principal.upper()}_PASSWORD")
+
+    def kafka_client(self, principal: str, **extra: Any) -> dict[str, Any]:
+        """librdkafka config of a client that logs in as `principal`, plus `extra` settings.
+
+        Every Kafka client of the project (ingestor, Dagster, tools, tests) is built from this."""
+        login = self.kafka_login(principal)
+        return kafka_client_config(self.kafka_bootstrap, login.user, login.password,
+                                   self.kafka_security_protocol, self.kafka_ca_file,
+                                   self.kafka_password_source(principal), **extra)
+
     @property
     def connect_url(self) -> str:
         return f"http://127.0.0.1:{self.connect_port}"
@@ -176,12 +213,83 @@ class Settings:
             HRDV_REPORTING_DSN=self.reporting_dsn,
             HRDV_SOURCE_DSN=self.source_dsn,
             HRDV_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
+            HRDV_KAFKA_SECURITY_PROTOCOL=self.kafka_security_protocol,
+            HRDV_KAFKA_CA_FILE=self.kafka_ca_file,
+            # Dagster's Kafka resource reads these through EnvVar (read-only principal).
+            HRDV_KAFKA_READER_USER=self.kafka_login("reader").user,
+            HRDV_KAFKA_READER_PASSWORD=self.kafka_login("reader").password,
             HRDV_CONNECT_URL=self.connect_url,
             DAGSTER_HOME=str(self.dagster_home),
             # A run of many windows stores its per-window materialisations in batched inserts.
             DAGSTER_EVENT_BATCH_SIZE=os.environ.get("DAGSTER_EVENT_BATCH_SIZE", "1000"),
         )
         return env
+
+
+KAFKA_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+# principal -> default user name; HRDV_KAFKA_<PRINCIPAL>_USER / _PASSWORD override.
+KAFKA_PRINCIPALS = {"admin": "hrdv-admin", "connect": "hrdv-connect", "ingest": "hrdv-ingest",
+                    "reader": "hrdv-reader", "controller": "hrdv-controller"}
+
+
+def _auth_failure_logger(user: str, bootstrap: str, password_from: str) -> Callable[[Any], None]:
+    """An error_cb that says once, plainly, which principal failed to log in and why to look at
+    its password; librdkafka itself only retries and reports brokers down."""
+    reported = False
+
+    def on_error(error: Any) -> None:
+        nonlocal reported
+        if reported or error.name() != "_AUTHENTICATION":
+            return
+        reported = True
+        logging.getLogger("hrdv.kafka").error(
+            "Kafka principal %r cannot authenticate at %s (%s); its password comes from %s",
+            user, bootstrap, error.str(), password_from or "the client's configuration")
+
+    return on_error
+
+
+def kafka_client_config(bootstrap: str, user: str, password: str,
+                        protocol: str = "SASL_PLAINTEXT", ca_file: str = "",
+                        password_from: str = "", **extra: Any) -> dict[str, Any]:
+    """The one place that spells out a librdkafka client's connection and SASL settings."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": protocol,
+        "sasl.mechanism": KAFKA_SASL_MECHANISM,
+        "sasl.username": user,
+        "sasl.password": password,
+        "error_cb": _auth_failure_logger(user, bootstrap, password_from),
+    }
+    if protocol == "SASL_SSL" and ca_file:
+        config["ssl.ca.location"] = ca_file
+    config.update(extra)
+    return config
+
+
+def password_source(home: Path, variable: str) -> str:
+    if os.environ.get(variable, "").strip():
+        return f"the environment variable {variable}"
+    return f"{variable} in {home / 'secrets.env'}"
+
+
+def default_kafka_ca_file(home: Path) -> Path:
+    """The embedded broker's self-signed certificate, its clients' CA under SASL_SSL."""
+    return home / "conf" / "tls" / "ca.pem"
+
+
+def _kafka_ca_file(home: Path, protocol: str) -> str:
+    default = str(default_kafka_ca_file(home)) if protocol == "SASL_SSL" else ""
+    return _env("HRDV_KAFKA_CA_FILE", default)
+
+
+def _kafka_protocol() -> str:
+    value = _env("HRDV_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT").upper()
+    if value not in KAFKA_PROTOCOLS:
+        raise SystemExit(f"HRDV_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_PROTOCOLS)}, "
+                         f"got {value!r}")
+    return value
 
 
 def _password(home: Path, variable: str) -> str:
@@ -240,4 +348,8 @@ def load() -> Settings:
         reporting=_login(home, "REPORTING", "hrdv_reporting"),
         dagster=_login(home, "DAGSTER_PG", "hrdv_dagster"),
         source_reader=_login(home, "SOURCE_READER", "hrdv_source_reader"),
+        kafka_security_protocol=_kafka_protocol(),
+        kafka_ca_file=_kafka_ca_file(home, _kafka_protocol()),
+        kafka_logins={name: _login(home, f"KAFKA_{name.upper()}", user)
+                      for name, user in KAFKA_PRINCIPALS.items()},
     )

@@ -12,6 +12,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from hrdv.settings import kafka_client_config
+
 if TYPE_CHECKING:
     from hrdv.settings import Settings
 
@@ -69,25 +71,33 @@ class KafkaResource(ConfigurableResource):
     bootstrap_servers: str = Field(description="host:port[,host:port]")
     consumer_group: str = Field(description="consumer group of the ClickHouse ingestion")
     heartbeat_topic: str = Field(description="topic of Debezium's heartbeat-table changes")
+    # The read-only Kafka principal (HRDV_KAFKA_READER_*): it may read topics and describe groups,
+    # which is all the lag sensor and the completeness checks need.
+    sasl_username: str = Field(description="SCRAM-SHA-512 user, the reader principal")
+    sasl_password: str = Field(description="its password")
+    security_protocol: str = Field(default="SASL_PLAINTEXT", description="SASL_PLAINTEXT or SASL_SSL")
+    ca_file: str = Field(default="", description="CA bundle of the brokers' certificates (SASL_SSL)")
 
     @classmethod
     def of_stack(cls, settings: "Settings") -> "KafkaResource":
         """The resource for a local stack's settings (commands, tests, benches)."""
+        reader = settings.kafka_login("reader")
         return cls(bootstrap_servers=settings.kafka_bootstrap, consumer_group=settings.consumer_group,
-                   heartbeat_topic=settings.topic("debezium_heartbeat"))
+                   heartbeat_topic=settings.topic("debezium_heartbeat"),
+                   sasl_username=reader.user, sasl_password=reader.password,
+                   security_protocol=settings.kafka_security_protocol, ca_file=settings.kafka_ca_file)
 
     def _consumer(self, group: str | None = None) -> Consumer:
         # A consumer that never subscribes does not join the group: it can read the group's
         # committed offsets without disturbing the ingestion.
-        return Consumer(
-            {
-                "bootstrap.servers": self.bootstrap_servers,
+        return Consumer(kafka_client_config(
+            self.bootstrap_servers, self.sasl_username, self.sasl_password, self.security_protocol,
+            self.ca_file, "the Kafka resource's sasl_password (HRDV_KAFKA_READER_PASSWORD)", **{
                 "group.id": group or f"{self.consumer_group}-observer",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "socket.timeout.ms": int(TIMEOUT_S * 1000),
-            }
-        )
+            }))
 
     def partitions(self, consumer: Consumer, topics: list[str]) -> list[TopicPartition]:
         metadata = consumer.list_topics(timeout=TIMEOUT_S).topics

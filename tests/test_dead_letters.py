@@ -162,6 +162,10 @@ def test_limit_comes_from_the_environment(monkeypatch) -> None:
     assert clickhouse.max_message_bytes() == 1 << 20
 
 
+SASL = {"security_protocol": "sasl_ssl", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": "hrdv-ingest", "sasl_password": "secret"}
+
+
 def test_kafka_engine_ddl_parses(dsn: str) -> None:
     """The production queue's DDL, after template substitution, is valid ClickHouse SQL.
 
@@ -169,7 +173,7 @@ def test_kafka_engine_ddl_parses(dsn: str) -> None:
     """
     parameters = clickhouse.kafka_parameters(
         {"broker_list": "kafka-1:9092,kafka-2:9092", "topic": TOPIC,
-         "heartbeat_topic": "crm.public.debezium_heartbeat", "group": "hrdv-clickhouse"})
+         "heartbeat_topic": "crm.public.debezium_heartbeat", "group": "hrdv-clickhouse", **SASL})
     for name, topic in (("interactions_queue.kafka.sql", TOPIC),
                         ("debezium_heartbeat_queue.kafka.sql", "crm.public.debezium_heartbeat")):
         ddl = clickhouse.render_sql(name, parameters)
@@ -179,19 +183,39 @@ def test_kafka_engine_ddl_parses(dsn: str) -> None:
         assert "kafka_broker_list = 'kafka-1:9092,kafka-2:9092'" in formatted
         assert f"kafka_topic_list = '{topic}'" in formatted
         assert "kafka_format = 'RawBLOB'" in formatted
+        assert "kafka_security_protocol = 'sasl_ssl'" in formatted
+        assert "kafka_sasl_mechanism = 'SCRAM-SHA-512'" in formatted
+        assert "kafka_sasl_username = 'hrdv-ingest'" in formatted
         assert "${" not in formatted
+
+
+def test_kafka_engine_settings_come_from_the_stack_settings() -> None:
+    """The production queue logs in as the ingest principal, with the same HRDV_KAFKA_* names."""
+    from hrdv.settings import load
+
+    settings = load()
+    kafka = clickhouse.kafka_engine(settings)
+    ingest = settings.kafka_login("ingest")
+    assert kafka["sasl_username"] == ingest.user and kafka["sasl_password"] == ingest.password
+    assert kafka["security_protocol"] == settings.kafka_security_protocol.lower()
+    assert kafka["topic"] == settings.topic("interactions")
+    ddl = clickhouse.render_sql("interactions_queue.kafka.sql", clickhouse.kafka_parameters(kafka))
+    assert f"kafka_sasl_username = '{ingest.user}'" in ddl
 
 
 def test_kafka_engine_template_needs_all_parameters() -> None:
     with pytest.raises(ValueError, match="group"):
-        clickhouse.kafka_parameters({"broker_list": "k:9092", "topic": TOPIC})
+        clickhouse.kafka_parameters({"broker_list": "k:9092", "topic": TOPIC, **SASL})
+    with pytest.raises(ValueError, match="sasl_password"):
+        clickhouse.kafka_parameters({"broker_list": "k:9092", "topic": TOPIC, "heartbeat_topic": "h",
+                                     "group": "g", **{**SASL, "sasl_password": ""}})
     with pytest.raises(KeyError, match="kafka_"):
         clickhouse.render_sql("interactions_queue.kafka.sql", {})
 
 
 def test_template_values_are_escaped() -> None:
     ddl = clickhouse.render_sql("interactions_queue.kafka.sql", clickhouse.kafka_parameters(
-        {"broker_list": "k:9092", "topic": "t", "heartbeat_topic": "h", "group": "it's"}))
+        {"broker_list": "k:9092", "topic": "t", "heartbeat_topic": "h", "group": "it's", **SASL}))
     assert "kafka_group_name = 'it\\'s'" in ddl
 
 

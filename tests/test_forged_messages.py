@@ -2,7 +2,8 @@
 to Debezium's (with a producer allowed to write there) are dead letters with their reason, and
 staging and the mart still equal the CRM.
 
-The forgeries are the ones an outsider's poison test slipped through before the key, position and
+They are produced with Connect's principal, the only one the ACLs let write there (a compromised
+or misconfigured Connect, say). The forgeries are the ones an outsider's poison test slipped through before the key, position and
 empty-value checks existed:
 - a well-formed envelope of a phantom interaction with a null key;
 - a well-formed update of a real interaction with source.lsn = 9e18, which used to win over every
@@ -43,16 +44,12 @@ INSERT_SQL = """
     FROM customers c ORDER BY c.id LIMIT 1"""
 
 
-def _client_config(settings: Settings) -> dict:
-    return {"bootstrap.servers": settings.kafka_bootstrap}
-
-
 def _debezium_message(settings: Settings, row_id: int) -> tuple[bytes, bytes] | None:
     """(key, value) of Debezium's newest message for interaction `row_id`, read back from Kafka
     (None if it is not there yet)."""
     topic = settings.topic("interactions")
-    consumer = Consumer(_client_config(settings) | {"group.id": f"hrdv-forge-{time.time_ns()}",
-                                                    "enable.auto.commit": False})
+    consumer = Consumer(settings.kafka_client("reader", **{"group.id": f"hrdv-forge-{time.time_ns()}",
+                                                           "enable.auto.commit": False}))
     wanted = json.dumps({"id": row_id}, separators=(",", ":")).encode()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -90,7 +87,7 @@ def _forgeries(key: bytes, value: bytes) -> list[tuple[bytes | None, bytes, str]
 
 
 def _produce(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer(_client_config(settings))
+    producer = Producer(settings.kafka_client("connect"))  # the only principal allowed to write
     for key, value in messages:
         producer.produce(settings.topic("interactions"), key=key, value=value)
     assert producer.flush(30) == 0, "forged messages left unsent"

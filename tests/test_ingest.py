@@ -6,6 +6,8 @@ committed offsets are checked. Needs Java and the jars (hrdv.stack.kafka.ensure_
 """
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +24,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from debezium_fixtures import dump, event, event_text, image, query, with_changes
 from hrdv import ingest
 from hrdv.settings import Settings, load
+from hrdv.stack import kafka_access
 
 pytestmark = pytest.mark.stack
 
-BROKER_ENV = {"HRDV_HOME": "/tmp/hrdv-ch", "HRDV_PORT_BASE": "27400"}
+# Its own broker, home and ports (overridable, so that two suites can run side by side).
+BROKER_ENV = {"HRDV_HOME": os.environ.get("HRDV_INGEST_TEST_HOME", "/tmp/hrdv-ch"),
+              "HRDV_PORT_BASE": os.environ.get("HRDV_INGEST_TEST_PORT_BASE", "27400")}
 PORT_VARS = ("HRDV_KAFKA_PORT", "HRDV_KAFKA_CONTROLLER_PORT", "HRDV_CONNECT_PORT")
 PARTITIONS = 2
 
@@ -40,6 +45,9 @@ def broker() -> Iterator[None]:
         for name in PORT_VARS:
             patch.delenv(name, raising=False)
         settings = load()
+        # A fresh KRaft log each time: its admin credential is written when it is formatted.
+        kafka.stop_broker(settings)
+        shutil.rmtree(kafka.kafka_data(settings), ignore_errors=True)
         kafka.start_broker(settings)
         try:
             yield
@@ -59,26 +67,27 @@ def settings(broker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S
     monkeypatch.setenv("HRDV_CONSUMER_GROUP", f"hrdv-test-{run_id}")
     monkeypatch.setenv("HRDV_CLICKHOUSE_DSN", f"chdb://{tmp_path / 'clickhouse'}")
     value = load()
+    kafka_access.create_acls(value, kafka_access.admin_client(value))  # for this prefix and group
     _create_topic(value, value.topic("interactions"))
     return value
 
 
 def _create_topic(settings: Settings, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client("connect"))  # as Debezium's topics are made
     futures = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
     futures[topic].result(timeout=30)
 
 
 def produce(settings: Settings, messages: list[tuple[str | None, bytes | str | None]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer(settings.kafka_client("connect"))  # Debezium's principal
     for key, value in messages:
         producer.produce(settings.topic("interactions"), key=key, value=value)
     assert producer.flush(30) == 0, "messages left unsent"
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": settings.consumer_group, "enable.auto.commit": False})
+    consumer = Consumer(settings.kafka_client("reader", **{
+        "group.id": settings.consumer_group, "enable.auto.commit": False}))
     try:
         tps = [TopicPartition(settings.topic("interactions"), p) for p in range(PARTITIONS)]
         return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
@@ -87,7 +96,7 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    consumer = Consumer(settings.kafka_client("reader", **{"group.id": "probe"}))
     try:
         return {p: consumer.get_watermark_offsets(
             TopicPartition(settings.topic("interactions"), p), timeout=10)[1]

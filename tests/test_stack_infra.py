@@ -113,10 +113,10 @@ def test_insert_reaches_topic(stack: Settings) -> None:
 
 def _end_offset(settings: Settings, topic: str) -> int:
     """Offset the next message of partition 0 will get (0 before Debezium created the topic)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client("reader"))
     if topic not in admin.list_topics(timeout=10).topics:
         return 0
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "unused"})
+    consumer = Consumer(settings.kafka_client("reader", **{"group.id": "unused"}))
     try:
         return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
     finally:
@@ -128,11 +128,11 @@ def _find_message(settings: Settings, topic: str, key: str, start: int,
     """The value of the first message with `key` at or after `start` in partition 0 of `topic`
     (Debezium's topics have one partition here), waiting for Debezium to create the topic."""
     deadline = time.monotonic() + timeout
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client("reader"))
     while topic not in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
         time.sleep(0.2)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer = Consumer(settings.kafka_client("reader", **{
+        "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
     try:
         consumer.assign([TopicPartition(topic, 0, start)])
         while time.monotonic() < deadline:

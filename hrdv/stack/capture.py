@@ -69,7 +69,7 @@ NAMES = [name for name, _, _ in STEPS] + ["tombstone"]
 
 def _high_watermark(settings: Settings, topic: str) -> int:
     """Where new messages of `topic` will start (0 if Debezium has not created it yet)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client("reader"))
     if topic not in admin.list_topics(timeout=10).topics:
         return 0
     consumer = _consumer(settings)
@@ -80,8 +80,8 @@ def _high_watermark(settings: Settings, topic: str) -> int:
 
 
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                     "group.id": f"hrdv-capture-{time.time_ns()}", "enable.auto.commit": False})
+    return Consumer(settings.kafka_client("reader", **{
+        "group.id": f"hrdv-capture-{time.time_ns()}", "enable.auto.commit": False}))
 
 
 def _write_changes(settings: Settings) -> list[tuple[str, object]]:
@@ -110,7 +110,7 @@ def _clean_up(settings: Settings, created: list[tuple[str, object]]) -> None:
 def _read(settings: Settings, topic: str, start: int, count: int, timeout: float = 60) -> list:
     """`count` messages of `topic` from offset `start`, waiting for the topic to appear."""
     deadline = time.monotonic() + timeout
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client("reader"))
     while topic not in admin.list_topics(timeout=10).topics:
         if time.monotonic() > deadline:
             raise SystemExit(f"capture: topic {topic} did not appear within {timeout:.0f} s")

@@ -136,8 +136,8 @@ def write_marker(settings: Settings) -> int:
 
 def _consumer(settings: Settings, group: str) -> Consumer:
     # Never subscribes, so it never joins (or disturbs) the group it reads offsets of.
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-                     "enable.auto.commit": False, "socket.timeout.ms": 5000})
+    return Consumer(settings.kafka_client("reader", **{
+        "group.id": group, "enable.auto.commit": False, "socket.timeout.ms": 5000}))
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:

@@ -20,8 +20,8 @@ from typing import Any
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from hrdv.settings import REPO_ROOT, Settings
-from hrdv.stack import process
+from hrdv.settings import KAFKA_SASL_MECHANISM, REPO_ROOT, Login, Settings
+from hrdv.stack import kafka_access, process, tls
 from hrdv.stack.process import StackError
 
 STACK_DIR = REPO_ROOT / "stack"
@@ -29,6 +29,8 @@ POM = STACK_DIR / "pom.xml"
 LOG4J = STACK_DIR / "log4j2.properties"
 CONNECTOR_DIR = "debezium-connector-postgres"
 BROKER, CONNECT = "kafka", "connect"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 # What kafka-run-class.sh / kafka-server-start.sh pass, with a smaller heap for a laptop.
 JVM_FLAGS = [
@@ -103,7 +105,35 @@ def kafka_data(settings: Settings) -> Path:
     return settings.home / "kafka"
 
 
+def _properties_value(text: str) -> str:
+    return text.replace("\\", "\\\\")  # java.util.Properties reads a backslash as an escape
+
+
+def _jaas(module: str, login: Login, **options: str) -> str:
+    """A sasl.jaas.config value; quoted JAAS strings take backslash escapes."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    pairs = {"username": login.user, "password": login.password, **options}
+    body = " ".join(f"{key}={quoted(value)}" for key, value in pairs.items())
+    return _properties_value(f"{module} required {body};")
+
+
+def _client_security(settings: Settings, principal: str) -> str:
+    """The security lines of a Java client (Connect's worker and the clients it creates)."""
+    lines = [f"security.protocol={settings.kafka_security_protocol}",
+             f"sasl.mechanism={KAFKA_SASL_MECHANISM}",
+             f"sasl.jaas.config={_jaas(SCRAM_MODULE, settings.kafka_login(principal))}"]
+    if settings.kafka_security_protocol == "SASL_SSL":
+        lines += ["ssl.truststore.type=PEM",
+                  f"ssl.truststore.location={_properties_value(tls.ca_file(settings))}"]
+    return "\n".join(f"{prefix}{line}" for prefix in ("", "producer.", "consumer.", "admin.")
+                     for line in lines)
+
+
 def _render(template: str, target: Path, settings: Settings) -> Path:
+    """Render a config; 0600, since it holds passwords."""
+    admin, controller = settings.kafka_login("admin"), settings.kafka_login("controller")
     values = {
         "kafka_port": settings.kafka_port,
         "kafka_controller_port": settings.kafka_controller_port,
@@ -111,7 +141,17 @@ def _render(template: str, target: Path, settings: Settings) -> Path:
         "connector_name": settings.connector_name,
         "kafka_data": kafka_data(settings),
         "plugin_path": plugin_path(settings),
+        "kafka_security_protocol": settings.kafka_security_protocol,
+        "admin_user": admin.user,
+        "admin_jaas": _jaas(SCRAM_MODULE, admin),
+        "controller_user": controller.user,
+        "controller_jaas": _jaas(PLAIN_MODULE, controller,
+                                 **{f"user_{controller.user}": controller.password}),
+        "tls_settings": tls.broker_settings(settings),
+        "client_security": _client_security(settings, "connect"),
     }
+    target.touch(mode=0o600)
+    target.chmod(0o600)
     target.write_text((STACK_DIR / template).read_text().format_map(values))
     return target
 
@@ -131,10 +171,24 @@ def _format_storage(settings: Settings, config: Path) -> None:
         return
     kafka_data(settings).mkdir(parents=True, exist_ok=True)
     argv = _java(settings, "kafka.tools.StorageTool", "format", "-t", _kafka_uuid(),
-                 "-c", str(config))
+                 "-c", str(config), "--add-scram", _admin_scram(settings))
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise StackError(f"kafka: storage format failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+def _admin_scram(settings: Settings) -> str:
+    """--add-scram's argument for the admin: the one principal that must exist before the broker
+    runs (inter-broker login, and it creates the others through the Admin API)."""
+    admin = settings.kafka_login("admin")
+    # StorageTool parses [name=...,password=...] with no escapes: these characters would break it.
+    bad = set(',"[]=') & set(admin.user + admin.password)
+    if bad:
+        raise StackError(f"kafka: the admin user name or password contains {''.join(sorted(bad))}, "
+                         f"which `StorageTool format --add-scram` cannot take; choose another in "
+                         f"{settings.kafka_password_source('admin')}")
+    return (f"{KAFKA_SASL_MECHANISM}=[name={admin.user},password={admin.password},"
+            f"iterations={kafka_access.SCRAM_ITERATIONS}]")
 
 
 # --- JVM services ---------------------------------------------------------------------------------
@@ -161,8 +215,10 @@ def start_broker(settings: Settings) -> None:
     """Start the KRaft broker unless it runs; returns when its client port accepts connections."""
     began = _start_jvm(settings, BROKER, settings.kafka_port, "kafka-server.properties.tmpl",
                        "kafka.Kafka", prepare=lambda config: _format_storage(settings, config))
+    access_s = kafka_access.ensure_access(settings)
     if began is not None:
-        print(f"kafka: started on {settings.kafka_bootstrap} in {time.monotonic() - began:.1f} s",
+        print(f"kafka: started on {settings.kafka_bootstrap} ({settings.kafka_security_protocol}, "
+              f"principals and ACLs in {access_s:.1f} s) in {time.monotonic() - began:.1f} s",
               flush=True)
 
 
@@ -245,7 +301,7 @@ def _broker_health(settings: Settings) -> dict[str, Any]:
     try:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = AdminClient(settings.kafka_client("reader"))
         topics = admin.list_topics(timeout=3).topics
         report.update(up=True, topics=len(topics))
     except Exception as exc:  # noqa: BLE001 - health reports, it does not fail

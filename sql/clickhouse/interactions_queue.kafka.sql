@@ -10,8 +10,11 @@
 -- block): on this path a zero-byte value is not counted, where the embedded ingestor makes it a
 -- dead letter ('empty value'). The virtual column _key carries the message key ('' for null).
 --
--- Template parameters (string.Template, substituted by hrdv.clickhouse): kafka_broker_list,
--- kafka_topic, kafka_group.
+-- Template parameters (string.Template, substituted by hrdv.clickhouse, see kafka_engine):
+-- kafka_broker_list, kafka_topic, kafka_group, and the login of the ingest principal, which may only
+-- read the CDC topics and use its group: kafka_security_protocol (sasl_plaintext or sasl_ssl),
+-- kafka_sasl_mechanism (SCRAM-SHA-512), kafka_sasl_username, kafka_sasl_password. With sasl_ssl,
+-- the CA of the brokers (HRDV_KAFKA_CA_FILE) goes into the server's config, <kafka><ssl_ca_location>.
 CREATE TABLE IF NOT EXISTS hrdv.interactions_queue
 (
     message String
@@ -22,6 +25,10 @@ SETTINGS
     kafka_topic_list = '${kafka_topic}',
     kafka_group_name = '${kafka_group}',
     kafka_format = 'RawBLOB',
+    kafka_security_protocol = '${kafka_security_protocol}',
+    kafka_sasl_mechanism = '${kafka_sasl_mechanism}',
+    kafka_sasl_username = '${kafka_sasl_username}',
+    kafka_sasl_password = '${kafka_sasl_password}',
     kafka_num_consumers = 1,
     kafka_handle_error_mode = 'default',
     kafka_max_block_size = 65536,
