@@ -50,6 +50,15 @@ def _chown_to(path: Path, user: str) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGTERM and SIGINT do their default again. A parent that ignores
+    them (a test suite started in the background: the shell ignores SIGINT, and Dagster's
+    interrupt handling then ignores SIGTERM too) would pass that on, and every `stop` of a JVM
+    would wait its whole timeout before the SIGKILL."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def spawn(
     name: str,
     argv: list[str],
@@ -80,6 +89,7 @@ def spawn(
             user=user,
             group=pwd.getpwnam(user).pw_gid if user else None,
             start_new_session=True,
+            preexec_fn=_default_signals,
         )
     pid_path(name, settings).write_text(f"{proc.pid}\n")
     return proc.pid
