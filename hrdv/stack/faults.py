@@ -192,6 +192,19 @@ def _count(scan: TopicScan, message, marker_id: int) -> None:
         scan.marker_at = (message.partition(), message.offset())
 
 
+def marker_through(settings: Settings, since: dict[int, int], timeout: float) -> TopicScan:
+    """Commit a marker in the CRM and wait until it is in the ClickHouse buffer (the ingestion
+    group committed past its offset): proof that data flows end to end. Returns the scan of the
+    topic from `since` up to the marker."""
+    began = time.monotonic()
+    marker = wait_for(lambda: write_marker(settings), timeout, "a marker committed in the CRM")
+    scan = scan_for_marker(settings, since, marker, timeout - (time.monotonic() - began))
+    partition, offset = scan.marker_at
+    wait_for(lambda: committed_offsets(settings)[partition] > offset,
+             timeout - (time.monotonic() - began), f"marker {marker} in the ClickHouse buffer")
+    return scan
+
+
 # --- one fault, timed ------------------------------------------------------------------------------
 @dataclass
 class Recovery:
@@ -219,11 +232,7 @@ def recover(settings: Settings, component: str, downtime: float = 3.0,
         began = time.monotonic()
         restart(settings, component)
         restart_s = time.monotonic() - began
-        marker = wait_for(lambda: write_marker(settings), timeout, "a marker committed in the CRM")
-        scan = scan_for_marker(settings, since, marker, timeout - (time.monotonic() - began))
-        partition, offset = scan.marker_at
-        wait_for(lambda: committed_offsets(settings)[partition] > offset,
-                 timeout - (time.monotonic() - began), f"marker {marker} in the ClickHouse buffer")
+        scan = marker_through(settings, since, timeout - (time.monotonic() - began))
         return Recovery(component, killed, round(restart_s, 2),
                         round(time.monotonic() - began, 2), scan.duplicates)
     finally:
