@@ -114,9 +114,9 @@ def _new_rows(dsn: str, tables: list[str], above: dict[str, int]) -> dict[str, i
 
 def test_live_generator_counts_only_what_committed_across_lost_connections(fresh_crm) -> None:
     """Its connection is killed three times at 800 changes/s (so mostly mid-transaction): it
-    reconnects each time, and what it counts is exactly what the CRM holds (a lost transaction
-    is neither counted nor remembered: the simulation is rebuilt from the CRM), with every
-    lifecycle still in order."""
+    reconnects each time, and what it counts is exactly what the CRM holds: the transaction in
+    flight counts only if txid_status() says it committed (both outcomes occur), and the
+    simulation is rebuilt from the CRM; every lifecycle is still in order."""
     from test_crm_live import FAST, _assert_lifecycle_order
 
     from hrdv.crm import live

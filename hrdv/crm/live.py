@@ -202,6 +202,7 @@ class Stats:
     migration_seen_at: int | None = None                  # change number when noticed
     elapsed_s: float = 0.0
     reconnects: int = 0                                   # outages of the CRM survived (live)
+    in_doubt: Any = None  # (txid, counts if committed) of a transaction its connection lost
 
     def summary(self) -> str:
         ins = sum(n for k, n in self.actions.items() if k.endswith(".insert"))
@@ -574,6 +575,36 @@ def _progress(stats: Stats, sim: Simulator, pace: Pace, mode: str) -> None:
           f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims", flush=True)
 
 
+@dataclass
+class _Counts:
+    """What Stats counts per change, to take back a transaction that did not commit."""
+
+    changes: int
+    actions: Counter
+    migration_seen_at: int | None
+
+    @classmethod
+    def of(cls, stats: "Stats") -> "_Counts":
+        return cls(stats.changes, stats.actions.copy(), stats.migration_seen_at)
+
+    def restore(self, stats: "Stats") -> None:
+        stats.changes, stats.actions, stats.migration_seen_at = (
+            self.changes, self.actions.copy(), self.migration_seen_at)
+
+
+def _settle_in_doubt(conn: psycopg.Connection, stats: Stats) -> None:
+    """Count the transaction that was in flight when the connection was lost if, and only if,
+    the CRM committed it (txid_status: 'committed'; 'aborted' or unknown: it did not count)."""
+    if stats.in_doubt is None:
+        return
+    (xid, counts), stats.in_doubt = stats.in_doubt, None
+    status = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()[0]
+    if status == "committed":
+        counts.restore(stats)
+        stats.transactions += 1
+    print(f"generator (live): the transaction in flight when the CRM was lost: {status}", flush=True)
+
+
 def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: int | None = None,
              seed: int = 1, behaviour: Behaviour = Behaviour(), changes_per_transaction: int = 5,
              progress_every: float = 10.0, start: datetime | None = None,
@@ -616,6 +647,7 @@ def _live_session(dsn: str, pace: Pace, stats: Stats, rng: random.Random, behavi
     """
     with psycopg.connect(dsn, application_name="hrdv-live", autocommit=True,
                          connect_timeout=10) as conn:
+        _settle_in_doubt(conn, stats)
         first = stats.transactions == 0 and stats.changes == 0
         sim = _prepare(conn, behaviour, rng, origin + stats.changes / rate, backdated=False)
         if first:
@@ -660,9 +692,13 @@ def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, ra
                       origin: float, batch: float) -> None:
     # Pipeline mode: the statements of a transaction go out without waiting for each answer
     # (one round trip instead of one per statement); the commit's WAL flush still dominates.
-    before = (stats.changes, stats.actions.copy(), stats.migration_seen_at)
+    before = _Counts.of(stats)
+    xid: int | None = None
     try:
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            # The transaction's id, so that after a lost connection txid_status() can tell
+            # whether its COMMIT went through (its answer may be what was lost).
+            xid = conn.execute("SELECT txid_current()").fetchone()[0]
             _notice_migration(conn, sim, stats)
             target = stats.changes + batch
             while stats.changes < target:
@@ -670,9 +706,10 @@ def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, ra
                 statements = sim.pop_event() if sim.next_due() <= t else sim.arrival(t)
                 _apply(cur, statements, stats)
     except BaseException:
-        # Not committed (or not known to be): the changes do not count. `sim` has moved on
-        # already; the caller drops it and rebuilds it from the CRM.
-        stats.changes, stats.actions, stats.migration_seen_at = before
+        # Not known to be committed: the changes do not count until _settle_in_doubt has asked
+        # the CRM. `sim` has moved on already; the caller drops it and rebuilds it from the CRM.
+        stats.in_doubt = None if xid is None else (xid, _Counts.of(stats))
+        before.restore(stats)
         raise
     stats.transactions += 1
 

@@ -124,10 +124,12 @@ def restart_connector(settings: Settings, only_failed: bool) -> int:
     return response.status_code
 
 
-def streaming_state(settings: Settings, since: Any) -> tuple[bool, str]:
+def streaming_state(settings: Settings, since: Any,
+                    status: dict[str, Any] | None = None) -> tuple[bool, str]:
     """(streaming?, what the status says): RUNNING with its task, and a heartbeat committed
-    after `since` while the slot is active (see wait_streaming). Never raises."""
-    status = connector_health(settings)
+    after `since` while the slot is active (see wait_streaming). `status`: a /status answer
+    already at hand. Never raises."""
+    status = connector_health(settings) if status is None else status
     found = states(status)
     if not found or set(found) != {"RUNNING"} or len(found) < 2:
         return False, describe(status)

@@ -161,11 +161,12 @@ class ConnectorDoctor:
         self.restarts = 0
 
     def __call__(self) -> tuple[bool, str]:
-        ok, detail = connect.streaming_state(self.settings, self.plan.since)
+        status = connect.connector_health(self.settings)
+        ok, detail = connect.streaming_state(self.settings, self.plan.since, status)
         if ok:
             note = f" after {self.restarts} REST restart(s)" if self.restarts else ""
             return True, detail + note
-        self._heal(connect.states(connect.connector_health(self.settings)))
+        self._heal(connect.states(status))
         return False, detail
 
     def _heal(self, found: list[str]) -> None:
