@@ -11,7 +11,10 @@ until that change was in the buffer.
 
 This is the fault that once left the connector UNASSIGNED for Connect's
 scheduled.rebalance.max.delay.ms (300 s) while `up` gave up after 120 s before starting the
-ingestor.
+ingestor. That happens when the Connect worker rejoins its group as a NEW member: the broker
+expired its old member because the worker did not come back within its session (10 s) after the
+broker restarted, as on a busy machine. --stall-connect S forces that: once the broker listens
+again, the Connect worker is stopped (SIGSTOP) for S s, then continued (SIGCONT).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import sys
 import time
 
 from hrdv.settings import REPO_ROOT, load
-from hrdv.stack import faults
+from hrdv.stack import faults, process
 
 GIVE_UP_S = 600.0   # the whole measurement
 MARKER_WAIT_S = 60.0  # after an `up` that returned, before running it again
@@ -47,12 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--downtime", type=float, default=3.0)
+    parser.add_argument("--stall-connect", type=float, default=0.0,
+                        help="seconds Connect is stopped once the broker is back (0: not at all)")
     args = parser.parse_args()
     settings = load()
     since = faults.wait_for(lambda: faults.end_offsets(settings), 30, "offsets of the topic")
     killed = sum(faults.sigkill(settings, name) for name in ("kafka", "ingestor"))
     print(f"bench: SIGKILL of kafka and the ingestor ({killed} processes)", flush=True)
     time.sleep(args.downtime)
+    if args.stall_connect > 0:
+        faults.stall_when(settings, "connect", args.stall_connect,
+                          lambda: process.port_open(settings.kafka_port))
     began, runs = time.monotonic(), []
     while time.monotonic() - began < GIVE_UP_S:
         runs.append(run_up())
@@ -61,7 +69,8 @@ def main() -> None:
             break
     else:
         sys.exit(f"bench: not recovered within {GIVE_UP_S:.0f} s")
-    print(f"\nbroker + ingestor SIGKILL, {args.downtime:g} s down: `up` ran {len(runs)} time(s) "
+    stalled = f", Connect stalled {args.stall_connect:g} s" if args.stall_connect else ""
+    print(f"\nbroker + ingestor SIGKILL, {args.downtime:g} s down{stalled}: `up` ran {len(runs)} time(s) "
           f"({', '.join(f'exit {code} in {s:.1f} s' for code, s in runs)}); a change committed "
           f"after it was in the buffer {time.monotonic() - began:.1f} s after the first `up`")
 

@@ -1,7 +1,8 @@
 """`hrdv up` heals what crashed, and the live generator outlives a PostgreSQL crash.
 
 On the real stack:
-- the Kafka broker and the ingestor are SIGKILLed together (the fault that once kept the
+- the Kafka broker and the ingestor are SIGKILLed together, and Connect is frozen for 15 s once
+  the broker is back, so that it rejoins its group as a new member (the fault that once kept the
   connector UNASSIGNED for 300 s while `up` gave up before starting the ingestor); the function
   `up` runs brings every component back, the connector RUNNING, and a CRM change reaches the
   ClickHouse buffer;
@@ -27,6 +28,7 @@ from hrdv.stack import connect, faults, process
 from hrdv.stack import up as stack_up
 
 WAIT_S = 120.0
+STALL_S = 15.0  # Connect's group session is 10 s
 
 
 # --- on the stack -----------------------------------------------------------------------------------
@@ -34,11 +36,17 @@ WAIT_S = 120.0
 @pytest.mark.timeout(300)
 def test_up_after_broker_and_ingestor_die_together(stack: Settings, recovery_report: list[dict]) -> None:
     since = faults.wait_for(lambda: faults.end_offsets(stack), 30, "offsets of the interactions topic")
+    log_size = process.log_path("connect", stack).stat().st_size
     killed = faults.sigkill(stack, "kafka") + faults.sigkill(stack, "ingestor")
     time.sleep(3)
+    # Connect frozen for longer than its group session (10 s) once the broker is back: the broker
+    # expires its membership and the worker rejoins as a NEW member, which is what kept the
+    # connector UNASSIGNED for 300 s on a busy machine.
+    stall = faults.stall_when(stack, "connect", STALL_S, lambda: process.port_open(stack.kafka_port))
     began = time.monotonic()
     outcomes = bring_up(stack, customers=500, history_days=0, rate=0, dagster=False, timeout=WAIT_S)
     up_s = time.monotonic() - began
+    stall.join(STALL_S + 30)
     print("\n" + stack_up.table(outcomes))
 
     states = {o.component: o for o in outcomes}
@@ -48,11 +56,21 @@ def test_up_after_broker_and_ingestor_die_together(stack: Settings, recovery_rep
     assert connect.states(connect.connector_health(stack)) == ["RUNNING", "RUNNING"]
     scan = faults.marker_through(stack, since, WAIT_S)  # data flows: CRM -> Kafka -> buffer
     recovered_s = round(time.monotonic() - began, 2)
-    print(f"broker + ingestor SIGKILL ({killed} processes): `up` {up_s:.1f} s, a change committed "
-          f"after it in the buffer {recovered_s:.1f} s after `up` began")
+    rejoined = _rejoined_as_new_member(stack, log_size)
+    print(f"broker + ingestor SIGKILL ({killed} processes), Connect stalled {STALL_S:g} s "
+          f"(rejoined as a new member: {rejoined}): `up` {up_s:.1f} s, a change committed after "
+          f"it in the buffer {recovered_s:.1f} s after `up` began")
     recovery_report.append({"fault": "kafka+ingestor, up", "restart_s": round(up_s, 2),
                             "recovery_s": recovered_s, "duplicates": scan.duplicates,
-                            "note": "healed by `up` (bring_up)"})
+                            "note": f"healed by `up`; Connect stalled {STALL_S:g} s, "
+                                    f"new member: {rejoined}"})
+
+
+def _rejoined_as_new_member(settings: Settings, since_byte: int) -> bool:
+    """Whether the Connect worker lost its member id after `since_byte` of its log."""
+    with open(process.log_path("connect", settings), "rb") as log:
+        log.seek(since_byte)
+        return b"Resetting generation and member id" in log.read()
 
 
 def _count_changed_since(settings: Settings, moment: datetime) -> int:

@@ -113,6 +113,28 @@ def restart(settings: Settings, component: str) -> None:
     starters[component]()
 
 
+def stall_when(settings: Settings, component: str, seconds: float, ready: Callable[[], bool],
+               timeout: float = 300.0) -> threading.Thread:
+    """In the background: once `ready()` is true, stop the component's main process (SIGSTOP)
+    for `seconds`, then continue it (SIGCONT). A frozen process misses its heartbeats, as one
+    starved of CPU on a busy machine does."""
+
+    def stall() -> None:
+        wait_for(ready, timeout, f"the moment to stall {component}", every=0.05)
+        proc = psutil.Process(main_pid(settings, component))
+        proc.suspend()
+        try:
+            print(f"faults: {component} stopped (SIGSTOP) for {seconds:g} s", flush=True)
+            time.sleep(seconds)
+        finally:
+            proc.resume()
+        print(f"faults: {component} continued (SIGCONT)", flush=True)
+
+    thread = threading.Thread(target=stall, name=f"hrdv-stall-{component}", daemon=True)
+    thread.start()
+    return thread
+
+
 # --- markers ---------------------------------------------------------------------------------------
 MARKER_SUBJECT = "hrdv-fault-marker"
 
