@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import requests
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import process
@@ -84,11 +84,32 @@ def put_connector(settings: Settings) -> tuple[str, Any]:
     """
     _write_secret(settings)
     since = _db_now(settings)
-    response = requests.put(_url(settings, "/config"), json=connector_config(settings), timeout=30)
+    response = _put_config(settings)
     if response.status_code not in (200, 201):
         raise StackError(f"connect: PUT {_url(settings, '/config')} answered "
                          f"{response.status_code}: {response.text[:2000]}")
     return ("registered" if response.status_code == 201 else "updated"), since
+
+
+class _Rebalancing(Exception):
+    pass
+
+
+@retry(stop=stop_after_delay(30), wait=wait_fixed(1), retry=retry_if_exception_type(_Rebalancing))
+def _put_config_retrying(settings: Settings) -> requests.Response:
+    response = requests.put(_url(settings, "/config"), json=connector_config(settings), timeout=30)
+    if response.status_code == 409:
+        raise _Rebalancing(response)
+    return response
+
+
+def _put_config(settings: Settings) -> requests.Response:
+    """PUT the config; a 409 (the worker is rebalancing, e.g. just back in its group) is retried
+    for up to 30 s, then returned as it is."""
+    try:
+        return _put_config_retrying(settings)
+    except RetryError as error:
+        return error.last_attempt.exception().args[0]
 
 
 def register_connector(settings: Settings, timeout: float = 120) -> None:
