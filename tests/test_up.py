@@ -35,7 +35,8 @@ STALL_S = 15.0  # Connect's group session is 10 s
 @pytest.mark.stack
 @pytest.mark.timeout(300)
 def test_up_after_broker_and_ingestor_die_together(stack: Settings, recovery_report: list[dict]) -> None:
-    since = faults.wait_for(lambda: faults.end_offsets(stack), 30, "offsets of the interactions topic")
+    faults.write_marker(stack)  # Debezium creates the topic with its first interaction
+    since = faults.wait_for(lambda: faults.end_offsets(stack), WAIT_S, "offsets of the interactions topic")
     log_size = process.log_path("connect", stack).stat().st_size
     killed = faults.sigkill(stack, "kafka") + faults.sigkill(stack, "ingestor")
     time.sleep(3)
@@ -90,6 +91,7 @@ def test_live_generator_survives_a_postgres_crash(stack: Settings, tmp_path: Pat
     """The live generator as `up` runs it: SIGKILL of PostgreSQL, restarted as the stack does;
     the generator is still alive afterwards and commits new changes, and says it reconnected."""
     log = tmp_path / "generator.log"
+    firsts = _next_ids(stack)
     with open(log, "wb") as out:
         generator = subprocess.Popen(
             [sys.executable, "-u", "-m", "hrdv.cli", "generate", "--mode", "live", "--rate", "20"],
@@ -112,8 +114,26 @@ def test_live_generator_survives_a_postgres_crash(stack: Settings, tmp_path: Pat
     finally:
         if generator.poll() is None:
             faults.kill_tree(generator.pid)
+        _delete_from(stack, firsts)
     # Leave the stack streaming for the next tests (Debezium reconnects after 2 s).
     connect.wait_streaming(stack, _crm_now(stack), WAIT_S)
+
+
+GENERATED = ("claims", "work_orders", "interactions")  # in an order foreign keys allow deleting
+
+
+def _next_ids(settings: Settings) -> dict[str, int]:
+    with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
+        return {t: conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {t}").fetchone()[0]
+                for t in GENERATED}
+
+
+def _delete_from(settings: Settings, firsts: dict[str, int]) -> None:
+    """Delete what the generator wrote (ids from `firsts` on): its open lifecycles would
+    otherwise be resumed by the next live run on this stack and crowd out its arrivals."""
+    with psycopg.connect(settings.crm_dsn, connect_timeout=10) as conn:
+        for table in GENERATED:
+            conn.execute(f"DELETE FROM {table} WHERE id >= %s", (firsts[table],))
 
 
 # --- the live generator's state after lost connections (a PostgreSQL of its own) -------------------
