@@ -216,24 +216,37 @@ def test_up_goes_past_a_failed_and_a_slow_component_and_reports_each() -> None:
     assert "generator" in text and "NOT HEALTHY" in text and "not running" in text
 
 
-@pytest.mark.parametrize("found, only_failed", [
-    (["RUNNING", "FAILED"], True),
-    (["UNASSIGNED", "UNASSIGNED"], False),
-])
-def test_connector_found_stuck_is_restarted_through_rest(monkeypatch, found: list[str],
-                                                         only_failed: bool) -> None:
-    requests: list[bool] = []
+def _doctor(monkeypatch, calls: list[str]) -> stack_up.ConnectorDoctor:
     monkeypatch.setattr(stack_up, "UNASSIGNED_GRACE_S", 0.0)
     monkeypatch.setattr(connect, "restart_connector",
-                        lambda settings, only_failed: requests.append(only_failed) or 202)
-    doctor = stack_up.ConnectorDoctor(settings=None, plan=stack_up.Plan([]))  # type: ignore[arg-type]
-    doctor._heal(found)
-    doctor._heal(found)  # too soon for a second restart
-    assert requests == [only_failed]
+                        lambda settings, only_failed: calls.append(f"REST onlyFailed={only_failed}") or 202)
+    monkeypatch.setattr(stack_up.kafka, "stop_connect", lambda settings: calls.append("stop worker"))
+    monkeypatch.setattr(stack_up.kafka, "start_connect", lambda settings: calls.append("start worker"))
+    return stack_up.ConnectorDoctor(settings=None, plan=stack_up.Plan([]))  # type: ignore[arg-type]
+
+
+def test_a_failed_task_is_restarted_through_rest(monkeypatch) -> None:
+    calls: list[str] = []
+    doctor = _doctor(monkeypatch, calls)
+    doctor._heal(["RUNNING", "FAILED"])
+    doctor._heal(["RUNNING", "FAILED"])  # too soon for a second restart
+    assert calls == ["REST onlyFailed=True"]
+
+
+def test_a_connector_stuck_unassigned_gets_its_worker_restarted_once(monkeypatch) -> None:
+    """A REST restart does not reassign lost work (measured), a new worker process does."""
+    calls: list[str] = []
+    doctor = _doctor(monkeypatch, calls)
+    for _ in range(4):
+        doctor._heal(["UNASSIGNED", "RUNNING"])
+    assert calls == ["stop worker", "start worker"]
 
 
 def test_connector_running_is_left_alone(monkeypatch) -> None:
-    monkeypatch.setattr(connect, "restart_connector", lambda *a, **k: pytest.fail("restarted"))
-    doctor = stack_up.ConnectorDoctor(settings=None, plan=stack_up.Plan([]))  # type: ignore[arg-type]
+    calls: list[str] = []
+    doctor = _doctor(monkeypatch, calls)
+    monkeypatch.setattr(stack_up, "UNASSIGNED_GRACE_S", 60.0)
     doctor._heal(["RUNNING", "RUNNING"])
     doctor._heal(["UNASSIGNED"])  # just (re)registered: within the grace
+    doctor._heal(["UNASSIGNED"])
+    assert calls == []

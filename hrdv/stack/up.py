@@ -5,8 +5,8 @@ Two phases, so that one slow component never keeps the others down:
 1. start: each component in dependency order; a failure is recorded (with its reason) and only
    the components that need the failed one are skipped. Nothing here waits for the connector.
 2. verify: poll every component's health together until all are healthy or the deadline passes.
-   A connector or task found FAILED, or UNASSIGNED for a while, is restarted through Connect's
-   REST API.
+   A connector or task found FAILED is restarted through Connect's REST API; one UNASSIGNED for
+   a while gets its Connect worker restarted (see ConnectorDoctor).
 The caller prints the table and exits non-zero when something is still not healthy.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hrdv.stack import connect, kafka, postgres, process
 
 # A connector is UNASSIGNED for a moment after every (re)registration and worker start; only one
 # that stays so is stuck (a lost assignment waiting for scheduled.rebalance.max.delay.ms).
-UNASSIGNED_GRACE_S = 15.0
+UNASSIGNED_GRACE_S = 20.0
 RESTART_EVERY_S = 20.0  # between two REST restarts of the connector: each one is a rebalance
 POLL_S = 1.0
 
@@ -148,41 +148,54 @@ def _webserver_healthy(settings: Settings) -> tuple[bool, str]:
 
 
 class ConnectorDoctor:
-    """Probes the connector and restarts it through the REST API when it is stuck.
+    """Probes the connector and heals it when it is stuck; each action is printed.
 
-    FAILED (connector or a task): restart the failed parts. UNASSIGNED for UNASSIGNED_GRACE_S:
-    restart all of it. At most one restart every RESTART_EVERY_S, each printed.
+    FAILED (the connector or a task): restart the failed parts through the REST API, at most
+    every RESTART_EVERY_S. UNASSIGNED for UNASSIGNED_GRACE_S: the worker keeps the work of a
+    group member it lost for scheduled.rebalance.max.delay.ms, and a REST restart does not
+    reassign it (measured: HTTP 202, still UNASSIGNED); a new worker process has no memory of the
+    lost member and assigns it at once, so restart the Connect worker, once. With HRDV's delay of
+    0 that never happens, but a worker started with an older config (or a changed one) needs it.
     """
 
     def __init__(self, settings: Settings, plan: Plan) -> None:
         self.settings, self.plan = settings, plan
         self.unassigned_since: float | None = None
         self.last_restart = 0.0
-        self.restarts = 0
+        self.actions: list[str] = []
 
     def __call__(self) -> tuple[bool, str]:
         status = connect.connector_health(self.settings)
         ok, detail = connect.streaming_state(self.settings, self.plan.since, status)
         if ok:
-            note = f" after {self.restarts} REST restart(s)" if self.restarts else ""
-            return True, detail + note
+            return True, detail + (f" after {', '.join(self.actions)}" if self.actions else "")
         self._heal(connect.states(status))
         return False, detail
 
     def _heal(self, found: list[str]) -> None:
         now = time.monotonic()
-        if "UNASSIGNED" in found:
-            self.unassigned_since = self.unassigned_since or now
-        else:
+        if "UNASSIGNED" not in found:
             self.unassigned_since = None
-        stuck = self.unassigned_since is not None and now - self.unassigned_since >= UNASSIGNED_GRACE_S
-        if not ("FAILED" in found or stuck) or now - self.last_restart < RESTART_EVERY_S:
+        elif self.unassigned_since is None:
+            self.unassigned_since = now
+        elif now - self.unassigned_since >= UNASSIGNED_GRACE_S and "worker restart" not in self.actions:
+            self._restart_worker(now - self.unassigned_since)
             return
-        only_failed = "FAILED" in found and not stuck
-        code = connect.restart_connector(self.settings, only_failed=only_failed)
-        self.last_restart, self.restarts = now, self.restarts + 1
-        print(f"connector: {'/'.join(found)}; restart requested through the REST API "
-              f"(onlyFailed={str(only_failed).lower()}): HTTP {code}", flush=True)
+        if "FAILED" in found and now - self.last_restart >= RESTART_EVERY_S:
+            code = connect.restart_connector(self.settings, only_failed=True)
+            self.last_restart = now
+            self.actions.append("REST restart")
+            print(f"connector: {'/'.join(found)}; restart of the failed parts requested through "
+                  f"the REST API: HTTP {code}", flush=True)
+
+    def _restart_worker(self, stuck_s: float) -> None:
+        print(f"connector: UNASSIGNED for {stuck_s:.0f} s (Connect holds the work of a lost group "
+              "member for scheduled.rebalance.max.delay.ms); restarting the Connect worker",
+              flush=True)
+        self.actions.append("worker restart")
+        kafka.stop_connect(self.settings)
+        kafka.start_connect(self.settings)
+        self.unassigned_since = None
 
 
 # --- the plan --------------------------------------------------------------------------------------
