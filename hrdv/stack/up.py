@@ -42,7 +42,7 @@ class Component:
 
     name: str
     start: Callable[[], str]                  # starts it if down; returns "started" or "running"
-    healthy: Callable[[], tuple[bool, str]]   # fast probe, never blocks long
+    healthy: Callable[[], tuple[bool, str]]   # a quick probe (the connector's may restart Connect once)
     needs: tuple[str, ...] = ()
 
 
