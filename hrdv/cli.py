@@ -15,7 +15,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import psycopg
@@ -25,6 +27,9 @@ from hrdv.dead_letters import dead_letters
 from hrdv.drift import drift_command, resync_command
 from hrdv.settings import REPO_ROOT, Settings, load
 from hrdv.sql import sql_text
+
+if TYPE_CHECKING:
+    from hrdv.stack.up import Outcome
 
 PYTHON = sys.executable
 # Started by `up`, stopped by `down` in reverse order.
@@ -76,25 +81,29 @@ def start_infrastructure(settings: Settings, customers: int, history_days: int =
     connect.register_connector(settings)
 
 
-def start_dagster(settings: Settings) -> None:
-    from hrdv.stack import process
-
+def _dagster_commands(settings: Settings) -> dict[str, list[str]]:
+    """The Dagster daemon and webserver, with DAGSTER_HOME prepared for them."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     link = settings.dagster_home / "dagster.yaml"
     if not link.exists():
         link.symlink_to(REPO_ROOT / "dagster.yaml")
-    env = settings.child_env()
     workspace = str(REPO_ROOT / "workspace.yaml")
-    commands = {
+    return {
         "dagster-daemon": [_bin("dagster-daemon"), "run", "-w", workspace],
         "dagster-webserver": [_bin("dagster-webserver"), "-h", "127.0.0.1",
                               "-p", str(settings.dagster_port), "-w", workspace],
     }
-    for name, argv in commands.items():  # `up` again starts only what is down
+
+
+def start_dagster(settings: Settings) -> None:
+    """Start the Dagster daemon and webserver if down; return once the UI answers."""
+    from hrdv.stack import process
+
+    for name, argv in _dagster_commands(settings).items():  # `up` again starts only what is down
         if process.is_running(name, settings):
             click.echo(f"{name}: already running")
         else:
-            process.spawn(name, argv, settings, env=env, cwd=REPO_ROOT)
+            process.spawn(name, argv, settings, env=settings.child_env(), cwd=REPO_ROOT)
     process.wait_for_port(settings.dagster_port, 120, "dagster-webserver")
 
 
@@ -105,6 +114,38 @@ def _spawn_python(settings: Settings, name: str, args: list[str]) -> None:
         click.echo(f"{name}: already running")
         return
     process.spawn(name, [PYTHON, "-u", "-m", *args], settings, env=settings.child_env(), cwd=REPO_ROOT)
+
+
+def _service_starter(settings: Settings, rate: float) -> Callable[[str], None]:
+    """spawn(name) for `up`: starts one of SERVICES if it is down, without waiting for it."""
+    from hrdv.stack import process
+
+    def spawn(name: str) -> None:
+        if name == "ingestor":
+            _spawn_python(settings, name, ["hrdv.ingest"])
+        elif name == "generator":
+            _spawn_python(settings, name, ["hrdv.cli", "generate", "--rate", str(rate)])
+        elif not process.is_running(name, settings):
+            process.spawn(name, _dagster_commands(settings)[name], settings,
+                          env=settings.child_env(), cwd=REPO_ROOT)
+
+    return spawn
+
+
+def bring_up(settings: Settings, customers: int = 20_000, history_days: int = 7, rate: float = 20.0,
+             dagster: bool = True, timeout: float = 180.0) -> list["Outcome"]:
+    """Start every component of the stack that is down, then wait up to `timeout` s until all
+    are healthy; returns each one's outcome (never stops at the first slow or failed one)."""
+    from hrdv.stack import up as stack_up
+
+    services = ["ingestor"] + (["generator"] if rate > 0 else [])
+    services += ["dagster-daemon", "dagster-webserver"] if dagster else []
+    plan = stack_up.plan_for(
+        settings, init_stores=lambda: init_stores(settings, customers, history_days),
+        spawn=_service_starter(settings, rate), services=services)
+    stack_up.start_all(plan)
+    _step(f"started what was down; waiting up to {timeout:.0f} s for every component to be healthy")
+    return stack_up.verify_all(plan, timeout)
 
 
 @click.group()
@@ -118,16 +159,26 @@ def main() -> None:
 @click.option("--history-days", default=7, show_default=True,
               help="days of history the bulk load gives a new CRM (0: customers only)")
 @click.option("--dagster/--no-dagster", default=True, show_default=True, help="start the Dagster UI and daemon")
-def up(rate: float, customers: int, history_days: int, dagster: bool) -> None:
-    """Start the whole stack with data flowing and the Dagster UI on."""
+@click.option("--timeout", default=180.0, show_default=True,
+              help="seconds to wait, once everything is started, for every component to be healthy")
+def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: float) -> None:
+    """Start the whole stack with data flowing and the Dagster UI on.
+
+    Starts every component that is down, waits for all to be healthy and prints each one's
+    state; exits 1 if any is still not healthy, saying which.
+    """
+    from hrdv.stack import up as stack_up
+
     settings = load()
     started = _step(f"starting the stack in {settings.home}")
-    start_infrastructure(settings, customers, history_days)
-    _spawn_python(settings, "ingestor", ["hrdv.ingest"])
-    if rate > 0:
-        _spawn_python(settings, "generator", ["hrdv.cli", "generate", "--rate", str(rate)])
-    if dagster:
-        start_dagster(settings)
+    outcomes = bring_up(settings, customers, history_days, rate, dagster, timeout)
+    click.echo("\n" + stack_up.table(outcomes))
+    failed = [o.component for o in outcomes if not o.ok]
+    if failed:
+        click.echo(f"\nHRDV is NOT fully up after {time.monotonic() - started:.0f} s: "
+                   f"{', '.join(failed)} not healthy (logs in {settings.logs}). "
+                   f"Run `./hrdv.sh up` again once the cause is fixed.", err=True)
+        sys.exit(1)
     click.echo(
         f"\nHRDV is up in {time.monotonic() - started:.0f} s.\n"
         f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor interactions_kafka_lag_sensor)\n"

@@ -37,6 +37,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from hrdv.crm import behaviour as bh
 from hrdv.crm import reference
@@ -44,6 +45,9 @@ from hrdv.crm.behaviour import Behaviour, Step
 from hrdv.pacing import Pace
 
 MOSCOW = timezone(timedelta(hours=3))
+# A CRM that is down longer than this (per outage) ends the live run; `hrdv up` starts it again.
+RECONNECT_TIMEOUT_S = 300.0
+MAX_FRUITLESS_SESSIONS = 5          # reconnected sessions in a row that committed nothing
 REPEAT_HISTORY_LIMIT = 300_000      # recent interactions kept as repeat candidates
 CUSTOMER_SAMPLE = 200_000           # customers kept in memory (evenly spaced ids)
 TS = "coalesce(%(ts)s::timestamptz, clock_timestamp())"  # simulated instant, or the CRM's clock
@@ -197,6 +201,8 @@ class Stats:
     actions: Counter = field(default_factory=Counter)   # 'interactions.update' -> count
     migration_seen_at: int | None = None                  # change number when noticed
     elapsed_s: float = 0.0
+    reconnects: int = 0                                   # outages of the CRM survived (live)
+    in_doubt: Any = None  # (txid, counts if committed) of a transaction its connection lost
 
     def summary(self) -> str:
         ins = sum(n for k, n in self.actions.items() if k.endswith(".insert"))
@@ -533,10 +539,10 @@ def _sync_identities(conn: psycopg.Connection) -> None:
             sql.Literal(table), sql.Identifier(table)))
 
 
-def _prepare(conn: psycopg.Connection, behaviour: Behaviour, seed: int, start: float,
+def _prepare(conn: psycopg.Connection, behaviour: Behaviour, rng: random.Random, start: float,
              backdated: bool) -> Simulator:
     crm = load_crm(conn)
-    sim = Simulator(crm, behaviour, random.Random(seed), start, _next_ids(conn), backdated)
+    sim = Simulator(crm, behaviour, rng, start, _next_ids(conn), backdated)
     sim.resume(conn, start)
     sim.migrated = conn.execute(HAS_CHANNEL_DETAIL).fetchone()[0]
     return sim
@@ -569,20 +575,85 @@ def _progress(stats: Stats, sim: Simulator, pace: Pace, mode: str) -> None:
           f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims", flush=True)
 
 
+@dataclass
+class _Counts:
+    """What Stats counts per change, to take back a transaction that did not commit."""
+
+    changes: int
+    actions: Counter
+    migration_seen_at: int | None
+
+    @classmethod
+    def of(cls, stats: "Stats") -> "_Counts":
+        return cls(stats.changes, stats.actions.copy(), stats.migration_seen_at)
+
+    def restore(self, stats: "Stats") -> None:
+        stats.changes, stats.actions, stats.migration_seen_at = (
+            self.changes, self.actions.copy(), self.migration_seen_at)
+
+
+def _settle_in_doubt(conn: psycopg.Connection, stats: Stats) -> None:
+    """Count the transaction that was in flight when the connection was lost if, and only if,
+    the CRM committed it (txid_status: 'committed'; 'aborted' or unknown: it did not count)."""
+    if stats.in_doubt is None:
+        return
+    (xid, counts), stats.in_doubt = stats.in_doubt, None
+    status = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()[0]
+    if status == "committed":
+        counts.restore(stats)
+        stats.transactions += 1
+    print(f"generator (live): the transaction in flight when the CRM was lost: {status}", flush=True)
+
+
 def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: int | None = None,
              seed: int = 1, behaviour: Behaviour = Behaviour(), changes_per_transaction: int = 5,
-             progress_every: float = 10.0, start: datetime | None = None) -> Stats:
+             progress_every: float = 10.0, start: datetime | None = None,
+             reconnect_timeout: float = RECONNECT_TIMEOUT_S) -> Stats:
     """Write about `rate` changes per second (business times from the CRM's clock) until
     `duration` seconds or `max_changes` changes have passed. `start` fixes the simulated clock's
-    origin (default: now); with the same seed, database and start the changes are the same."""
+    origin (default: now); with the same seed, database and start the changes are the same.
+
+    A lost connection (PostgreSQL crashed, restarted, was failed over) is not fatal: the
+    generator reconnects with backoff for up to `reconnect_timeout` s per outage, then rebuilds
+    its simulation from the CRM's committed rows (see _live_session). Only committed changes
+    are counted.
+    """
     pace = Pace(rate, duration, max_changes)
     origin = (start or datetime.now(timezone.utc)).timestamp()
     stats = Stats()
-    with psycopg.connect(dsn, application_name="hrdv-live", autocommit=True) as conn:
-        sim = _prepare(conn, behaviour, seed, origin, backdated=False)
-        pace.begin()
+    rng = random.Random(seed)
+    fruitless = 0  # sessions in a row that committed nothing: a fault that reconnecting won't cure
+    while True:
+        committed = stats.transactions
+        try:
+            _live_session(dsn, pace, stats, rng, behaviour, origin, rate, changes_per_transaction,
+                          progress_every)
+            return stats
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            fruitless = 0 if stats.transactions > committed else fruitless + 1
+            if fruitless > MAX_FRUITLESS_SESSIONS:
+                raise
+            _reconnect(dsn, error, stats, reconnect_timeout)
+
+
+def _live_session(dsn: str, pace: Pace, stats: Stats, rng: random.Random, behaviour: Behaviour,
+                  origin: float, rate: float, per_transaction: int, progress_every: float) -> None:
+    """One connection's worth of the live run, until the run is done or the connection fails.
+
+    The simulation is built from the CRM at every (re)connection: open lifecycles, next ids and
+    repeat candidates are what the CRM has committed, so a transaction lost with the connection
+    (it may or may not have committed) leaves nothing behind in memory. The simulated clock goes
+    on from the change the run has reached.
+    """
+    with psycopg.connect(dsn, application_name="hrdv-live", autocommit=True,
+                         connect_timeout=10) as conn:
+        _settle_in_doubt(conn, stats)
+        first = stats.transactions == 0 and stats.changes == 0
+        sim = _prepare(conn, behaviour, rng, origin + stats.changes / rate, backdated=False)
+        if first:
+            pace.begin()
         while not pace.done(stats.changes):
-            batch = pace.due(stats.changes, changes_per_transaction)
+            batch = pace.due(stats.changes, per_transaction)
             if batch == 0:
                 pace.nap()
                 continue
@@ -591,20 +662,55 @@ def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: 
                 _progress(stats, sim, pace, "live")
         _sync_identities(conn)
         _progress(stats, sim, pace, "live, done")
-    return stats
+
+
+def _reconnect(dsn: str, error: Exception, stats: Stats, timeout: float) -> None:
+    """Wait, with exponential backoff (0.5 s doubling up to 5 s), until the CRM accepts a
+    connection again; raise the last error after `timeout` s. Each step is logged."""
+    began = time.monotonic()
+    stats.reconnects += 1
+    print(f"generator (live): lost the CRM after {stats.changes} committed changes "
+          f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}); "
+          f"reconnecting (outage #{stats.reconnects})", flush=True)
+
+    def log_attempt(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        reason = str(failure).strip().splitlines()[0] if failure and str(failure).strip() else "?"
+        print(f"generator (live): CRM not reachable yet (attempt {state.attempt_number}, "
+              f"{reason}); next try in {state.next_action.sleep:.1f} s", flush=True)
+
+    for attempt in Retrying(retry=retry_if_exception_type(psycopg.OperationalError),
+                            wait=wait_exponential(multiplier=0.5, max=5),
+                            stop=stop_after_delay(timeout), before_sleep=log_attempt, reraise=True):
+        with attempt:
+            psycopg.connect(dsn, connect_timeout=3).close()
+    print(f"generator (live): reconnected after {time.monotonic() - began:.1f} s; "
+          "re-reading open lifecycles and next ids from the CRM", flush=True)
 
 
 def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, rate: float,
                       origin: float, batch: float) -> None:
     # Pipeline mode: the statements of a transaction go out without waiting for each answer
     # (one round trip instead of one per statement); the commit's WAL flush still dominates.
-    with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-        _notice_migration(conn, sim, stats)
-        target = stats.changes + batch
-        while stats.changes < target:
-            t = origin + stats.changes / rate  # the planned instant of this change
-            statements = sim.pop_event() if sim.next_due() <= t else sim.arrival(t)
-            _apply(cur, statements, stats)
+    before = _Counts.of(stats)
+    xid: int | None = None
+    try:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            # The transaction's id, so that after a lost connection txid_status() can tell
+            # whether its COMMIT went through (its answer may be what was lost).
+            xid = conn.execute("SELECT txid_current()").fetchone()[0]
+            _notice_migration(conn, sim, stats)
+            target = stats.changes + batch
+            while stats.changes < target:
+                t = origin + stats.changes / rate  # the planned instant of this change
+                statements = sim.pop_event() if sim.next_due() <= t else sim.arrival(t)
+                _apply(cur, statements, stats)
+    except BaseException:
+        # Not known to be committed: the changes do not count until _settle_in_doubt has asked
+        # the CRM. `sim` has moved on already; the caller drops it and rebuilds it from the CRM.
+        stats.in_doubt = None if xid is None else (xid, _Counts.of(stats))
+        before.restore(stats)
+        raise
     stats.transactions += 1
 
 
@@ -620,7 +726,7 @@ def run_replay(dsn: str, day: date, speedup: float = 60.0, seed: int = 1,
     end = origin + 86400
     stats = Stats()
     with psycopg.connect(dsn, application_name="hrdv-replay", autocommit=True) as conn:
-        sim = _prepare(conn, behaviour, seed, origin, backdated=True)
+        sim = _prepare(conn, behaviour, random.Random(seed), origin, backdated=True)
         arrivals = ArrivalProcess(sim, behaviour)
         sim.schedule(arrivals.next_after(origin), "arrival", 0)
         pace = Pace(max_changes=max_changes)  # the simulated clock sets the rate

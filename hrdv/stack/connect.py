@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import requests
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import process
@@ -76,19 +76,89 @@ def _url(settings: Settings, suffix: str = "") -> str:
     return f"{settings.connect_url}/connectors/{settings.connector_name}{suffix}"
 
 
-def register_connector(settings: Settings, timeout: float = 120) -> None:
-    """Create or update the connector (PUT is idempotent), then wait until it really streams."""
-    began = time.monotonic()
+def put_connector(settings: Settings) -> tuple[str, Any]:
+    """Create or update the connector (PUT is idempotent) without waiting for it.
+
+    Returns ("registered" | "updated", the database's now() taken before the PUT): the `since`
+    that wait_streaming and streaming_state take as proof of a fresh heartbeat.
+    """
     _write_secret(settings)
     since = _db_now(settings)
-    response = requests.put(_url(settings, "/config"), json=connector_config(settings), timeout=30)
+    response = _put_config(settings)
     if response.status_code not in (200, 201):
         raise StackError(f"connect: PUT {_url(settings, '/config')} answered "
                          f"{response.status_code}: {response.text[:2000]}")
-    verb = "registered" if response.status_code == 201 else "updated"
+    return ("registered" if response.status_code == 201 else "updated"), since
+
+
+class _Rebalancing(Exception):
+    pass
+
+
+@retry(stop=stop_after_delay(30), wait=wait_fixed(1), retry=retry_if_exception_type(_Rebalancing))
+def _put_config_retrying(settings: Settings) -> requests.Response:
+    response = requests.put(_url(settings, "/config"), json=connector_config(settings), timeout=30)
+    if response.status_code == 409:
+        raise _Rebalancing(response)
+    return response
+
+
+def _put_config(settings: Settings) -> requests.Response:
+    """PUT the config; a 409 (the worker is rebalancing, e.g. just back in its group) is retried
+    for up to 30 s, then returned as it is."""
+    try:
+        return _put_config_retrying(settings)
+    except RetryError as error:
+        return error.last_attempt.exception().args[0]
+
+
+def register_connector(settings: Settings, timeout: float = 120) -> None:
+    """Create or update the connector, then wait until it really streams."""
+    began = time.monotonic()
+    verb, since = put_connector(settings)
     wait_streaming(settings, since, timeout)
     print(f"connect: connector {settings.connector_name} {verb}, streaming after "
           f"{time.monotonic() - began:.1f} s", flush=True)
+
+
+def states(status: dict[str, Any]) -> list[str]:
+    """The connector's state then each task's, from a /status answer ([] if it has none)."""
+    if "connector" not in status:
+        return []
+    return [status["connector"].get("state", "?"), *(t.get("state", "?") for t in status.get("tasks", []))]
+
+
+def describe(status: dict[str, Any]) -> str:
+    """'RUNNING, task 0 RUNNING' or the reason the status could not be read."""
+    if "error" in status:
+        return str(status["error"])
+    tasks = ", ".join(f"task {t['id']} {t['state']}" for t in status.get("tasks", []))
+    return f"{status['connector']['state']}, {tasks or 'no tasks'}"
+
+
+def restart_connector(settings: Settings, only_failed: bool) -> int:
+    """POST /connectors/NAME/restart?includeTasks=true&onlyFailed=...; returns the HTTP status
+    (202: restarts requested, 204: nothing to restart, 409: a rebalance is in progress)."""
+    flag = "true" if only_failed else "false"
+    response = requests.post(_url(settings, f"/restart?includeTasks=true&onlyFailed={flag}"),
+                             timeout=30)
+    return response.status_code
+
+
+def streaming_state(settings: Settings, since: Any,
+                    status: dict[str, Any] | None = None) -> tuple[bool, str]:
+    """(streaming?, what the status says): RUNNING with its task, and a heartbeat committed
+    after `since` while the slot is active (see wait_streaming). `status`: a /status answer
+    already at hand. Never raises."""
+    status = connector_health(settings) if status is None else status
+    found = states(status)
+    if not found or set(found) != {"RUNNING"} or len(found) < 2:
+        return False, describe(status)
+    try:
+        fresh = _heartbeat_after(settings, since)
+    except psycopg.Error as error:
+        return False, f"RUNNING, but the CRM cannot be read ({str(error).strip()[:200]})"
+    return (True, "RUNNING, streaming") if fresh else (False, "RUNNING, no fresh heartbeat yet")
 
 
 class _NotYet(Exception):

@@ -113,6 +113,28 @@ def restart(settings: Settings, component: str) -> None:
     starters[component]()
 
 
+def stall_when(settings: Settings, component: str, seconds: float, ready: Callable[[], bool],
+               timeout: float = 300.0) -> threading.Thread:
+    """In the background: once `ready()` is true, stop the component's main process (SIGSTOP)
+    for `seconds`, then continue it (SIGCONT). A frozen process misses its heartbeats, as one
+    starved of CPU on a busy machine does."""
+
+    def stall() -> None:
+        wait_for(ready, timeout, f"the moment to stall {component}", every=0.05)
+        proc = psutil.Process(main_pid(settings, component))
+        proc.suspend()
+        try:
+            print(f"faults: {component} stopped (SIGSTOP) for {seconds:g} s", flush=True)
+            time.sleep(seconds)
+        finally:
+            proc.resume()
+        print(f"faults: {component} continued (SIGCONT)", flush=True)
+
+    thread = threading.Thread(target=stall, name=f"hrdv-stall-{component}", daemon=True)
+    thread.start()
+    return thread
+
+
 # --- markers ---------------------------------------------------------------------------------------
 MARKER_SUBJECT = "hrdv-fault-marker"
 
@@ -192,6 +214,19 @@ def _count(scan: TopicScan, message, marker_id: int) -> None:
         scan.marker_at = (message.partition(), message.offset())
 
 
+def marker_through(settings: Settings, since: dict[int, int], timeout: float) -> TopicScan:
+    """Commit a marker in the CRM and wait until it is in the ClickHouse buffer (the ingestion
+    group committed past its offset): proof that data flows end to end. Returns the scan of the
+    topic from `since` up to the marker."""
+    began = time.monotonic()
+    marker = wait_for(lambda: write_marker(settings), timeout, "a marker committed in the CRM")
+    scan = scan_for_marker(settings, since, marker, timeout - (time.monotonic() - began))
+    partition, offset = scan.marker_at
+    wait_for(lambda: committed_offsets(settings)[partition] > offset,
+             timeout - (time.monotonic() - began), f"marker {marker} in the ClickHouse buffer")
+    return scan
+
+
 # --- one fault, timed ------------------------------------------------------------------------------
 @dataclass
 class Recovery:
@@ -219,11 +254,7 @@ def recover(settings: Settings, component: str, downtime: float = 3.0,
         began = time.monotonic()
         restart(settings, component)
         restart_s = time.monotonic() - began
-        marker = wait_for(lambda: write_marker(settings), timeout, "a marker committed in the CRM")
-        scan = scan_for_marker(settings, since, marker, timeout - (time.monotonic() - began))
-        partition, offset = scan.marker_at
-        wait_for(lambda: committed_offsets(settings)[partition] > offset,
-                 timeout - (time.monotonic() - began), f"marker {marker} in the ClickHouse buffer")
+        scan = marker_through(settings, since, timeout - (time.monotonic() - began))
         return Recovery(component, killed, round(restart_s, 2),
                         round(time.monotonic() - began, 2), scan.duplicates)
     finally:

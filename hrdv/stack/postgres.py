@@ -150,6 +150,11 @@ def _running(settings: Settings) -> bool:
     return done.returncode == 0
 
 
+def running(settings: Settings) -> bool:
+    """True if this HRDV_HOME's cluster runs (pg_ctl status)."""
+    return _running(settings)
+
+
 def start(settings: Settings) -> None:
     """initdb if needed, start the server if it is not running, then bootstrap (idempotent)."""
     ensure_installed()
