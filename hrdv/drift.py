@@ -233,7 +233,13 @@ def _version(row: dict | None, key: int, columns: Sequence[str], position: int, 
 
 # --- the command line ------------------------------------------------------------------------------
 def _entity(_ctx: click.Context, _param: click.Parameter, name: str):
-    from hrdv_assets.registry import STAGED
+    import warnings
+
+    from dagster import PreviewWarning
+
+    with warnings.catch_warnings():  # partitioned asset checks are a Dagster preview: not news here
+        warnings.simplefilter("ignore", PreviewWarning)
+        from hrdv_assets.registry import STAGED
 
     if name not in STAGED:
         raise click.BadParameter(f"{name!r} is not a staged entity; known: {', '.join(STAGED)}")
