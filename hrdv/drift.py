@@ -180,7 +180,8 @@ def window_samples(changed: dict[str, list[int]], random_keys: Sequence[int], si
 class Resynced:
     position: int  # the CRM's WAL position the rows were read at (their new LSN)
     rows: int      # versions written to the buffer (deletes included)
-    deleted: int   # keys gone from the CRM: written as deletes
+    deleted: int   # keys gone from the CRM but staged: written as deletes
+    unknown: list[int]  # keys neither in the CRM nor staged: nothing to repair
     removed_versions: list[tuple[int, int, str, int, int]]  # (id, lsn, topic, partition, offset)
     staged_lsn_reset: int
 
@@ -205,6 +206,12 @@ def resync(source: psycopg.Connection, db: psycopg.Connection, clickhouse_dsn: s
     """Re-read `keys` from the CRM into the pipeline (see the module's docstring)."""
     columns = compared_columns(source, entity, staged_columns)
     rows, position = _read_consistently(source, entity, columns, keys)
+    staged = {key for (key,) in db.execute(sql.SQL("SELECT id FROM staging.{} WHERE id = ANY (%s)").format(
+        sql.Identifier(entity)), [list(keys)])}
+    unknown = [key for key in keys if key not in rows and key not in staged]
+    keys = [key for key in keys if key not in unknown]  # a typo must not become a staged delete
+    if not keys:
+        return Resynced(position, 0, 0, unknown, [], 0)
     buffer = f"hrdv.{entity}_buffer"
     with clickhouse.session(clickhouse_dsn) as client:
         impossible = client.query(
@@ -221,7 +228,7 @@ def resync(source: psycopg.Connection, db: psycopg.Connection, clickhouse_dsn: s
     reset = db.execute(sql.SQL("UPDATE staging.{} SET lsn = 0 WHERE id = ANY (%s) AND lsn > %s").format(
         sql.Identifier(entity)), [list(keys), position]).rowcount
     db.commit()
-    return Resynced(position, len(versions), sum(1 for k in keys if k not in rows),
+    return Resynced(position, len(versions), sum(1 for k in keys if k not in rows), unknown,
                     [tuple(r) for r in impossible], reset)
 
 
@@ -291,6 +298,10 @@ def resync_command(entity, ids: tuple[int, ...]) -> None:
     with psycopg.connect(settings.source_dsn, autocommit=True) as source, \
             psycopg.connect(settings.hrdv_dsn) as db:
         done = resync(source, db, settings.clickhouse_dsn, entity.name, entity.column_names, keys)
+    if done.unknown:
+        click.echo(f"{entity.name}: not in the CRM and never staged, left alone: {done.unknown}")
+    if not done.rows:
+        raise click.ClickException(f"nothing to re-sync among {keys}")
     click.echo(f"{entity.name}: {done.rows} row(s) re-read from the CRM at LSN {done.position} "
                f"({done.deleted} gone from the CRM, written as deletes) into hrdv.{entity.name}_buffer")
     for key, lsn, topic, partition, offset in done.removed_versions:

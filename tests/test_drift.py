@@ -112,6 +112,8 @@ def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Set
 
     repaired = CliRunner().invoke(main, ["resync", "interactions", "--id", str(target)])
     assert repaired.exit_code == 0 and "1 row(s) re-read from the CRM" in repaired.output, repaired.output
+    typo = CliRunner().invoke(main, ["resync", "interactions", "--id", "-424242"])
+    assert typo.exit_code == 1 and "not in the CRM and never staged, left alone: [-424242]" in typo.output
     _stage(stack, committed)
     assert _staged(stack, target)[:2] == ("new", "drift target")
     assert not _check(stack, target).drifted
