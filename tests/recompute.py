@@ -6,11 +6,13 @@ Shared by the end-to-end test and the fault-injection tests:
 - `assert_same` compares mart rows with that recomputation, `assert_staging_equals` compares
   staging with CRM rows, row for row;
 - `backfill` materialises staging and mart over a range of windows in one run, as an operator's
-  single-run backfill would.
+  single-run backfill would; `stage` runs staging's read and upsert over any span, as the asset
+  does, so that a test need not wait for a window to close;
+- INSERT_INTERACTION_SQL writes one interaction of a test's own (id, channel, subject).
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import psycopg
@@ -19,8 +21,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from hrdv.definitions import defs
 from hrdv.settings import Settings
+from hrdv_assets.cdc import _read_changes, _write_changes
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
 from partitions import WINDOW
+from resources.clickhouse import ClickHouseResource
+from resources.postgres import PostgresResource
 
 KEYS = ["window_start", "channel_code", "region_code"]
 MART_COLUMNS = ["opened", "closed", "avg_resolution_s", "p90_resolution_s", "first_contact_resolution_share"]
@@ -30,6 +35,27 @@ CRM_COLUMNS = [c for c in INTERACTIONS.column_names if c not in ("is_deleted", "
 
 def resources() -> dict:
     return dict(defs.resources)
+
+
+INSERT_INTERACTION_SQL = """
+    INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
+                              subject, created_at, updated_at)
+    SELECT %(id)s, c.id, %(channel)s, c.region_code,
+           (SELECT code FROM topics WHERE parent_code IS NOT NULL ORDER BY code LIMIT 1),
+           (SELECT code FROM queues ORDER BY code LIMIT 1), %(subject)s, now(), now()
+    FROM customers c ORDER BY c.id LIMIT 1"""
+
+
+def stage(settings: Settings, start: datetime, end: datetime) -> None:
+    """Staging's read of the buffer and its upsert over [start, end), with the asset's functions."""
+    read = _read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), INTERACTIONS, start, end)
+    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, read.columns, read.rows, start)
+
+
+def stage_since(settings: Settings, since: datetime) -> None:
+    """stage over [since - 1 min, now + 1 min): everything a test committed since `since`, as the
+    next window's run would take it."""
+    stage(settings, since - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1))
 
 
 def backfill(instance: DagsterInstance, first_key: str, last_key: str):

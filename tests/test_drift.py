@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -19,23 +19,11 @@ from dagster import DagsterInstance
 from hrdv import clickhouse, drift
 from hrdv.cli import main
 from hrdv.settings import Settings
-from hrdv_assets.cdc import _read_changes, _write_changes
 from hrdv_assets.interactions import INTERACTIONS
 from partitions import key_of, window_of
-from recompute import backfill
-from resources.clickhouse import ClickHouseResource
-from resources.postgres import PostgresResource
+from recompute import INSERT_INTERACTION_SQL, backfill, stage_since
 
 pytestmark = pytest.mark.stack
-
-INSERT_SQL = """
-    INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
-                              subject, created_at, updated_at)
-    SELECT %s, c.id, 'web', c.region_code,
-           (SELECT code FROM topics WHERE parent_code IS NOT NULL ORDER BY code LIMIT 1),
-           (SELECT code FROM queues ORDER BY code LIMIT 1), 'drift target', now(), now()
-    FROM customers c ORDER BY c.id LIMIT 1"""
-
 
 @pytest.fixture
 def target(stack: Settings):
@@ -58,14 +46,6 @@ def _in_buffer(settings: Settings, row_id: int, condition: str = "1") -> None:
         time.sleep(0.5)
 
 
-def _stage(settings: Settings, since: datetime) -> None:
-    """Staging's read and upsert over [since - 1 min, now + 1 min), as the asset does them: the
-    test plays the next window's run."""
-    start, end = since - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1)
-    read = _read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), INTERACTIONS, start, end)
-    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, read.columns, read.rows, start)
-
-
 def _staged(settings: Settings, row_id: int) -> tuple:
     with psycopg.connect(settings.hrdv_dsn) as conn:
         return conn.execute("SELECT status, subject, lsn FROM staging.interactions WHERE id = %s",
@@ -86,7 +66,7 @@ def _check(settings: Settings, row_id: int) -> drift.DriftReport:
 def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Settings, target: int,
                                                                       monkeypatch) -> None:
     with psycopg.connect(stack.crm_dsn, autocommit=True) as crm:
-        crm.execute(INSERT_SQL, [target])
+        crm.execute(INSERT_INTERACTION_SQL, {"id": target, "channel": "web", "subject": "drift target"})
         committed = crm.execute("SELECT pg_xact_commit_timestamp(xmin) FROM interactions WHERE id = %s",
                                 [target]).fetchone()[0]
     assert committed is not None, "the CRM should track commit timestamps"
@@ -114,7 +94,7 @@ def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Set
     assert repaired.exit_code == 0 and "1 row(s) re-read from the CRM" in repaired.output, repaired.output
     typo = CliRunner().invoke(main, ["resync", "interactions", "--id", "-424242"])
     assert typo.exit_code == 1 and "not in the CRM and never staged, left alone: [-424242]" in typo.output
-    _stage(stack, committed)
+    stage_since(stack, committed)
     assert _staged(stack, target)[:2] == ("new", "drift target")
     assert not _check(stack, target).drifted
 
@@ -122,21 +102,21 @@ def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Set
 def test_an_impossible_lsn_that_got_in_is_removed_by_resync(stack: Settings, target: int) -> None:
     with psycopg.connect(stack.crm_dsn, autocommit=True) as crm:
         started = crm.execute("SELECT now()").fetchone()[0]
-        crm.execute(INSERT_SQL, [target])
+        crm.execute(INSERT_INTERACTION_SQL, {"id": target, "channel": "web", "subject": "drift target"})
         _in_buffer(stack, target)
-        _stage(stack, started)
+        stage_since(stack, started)
         # A forged version past every check, in the buffer and staged: 9e18 beats every real LSN.
         with clickhouse.session(stack.clickhouse_dsn) as client:
             client.command("INSERT INTO hrdv.interactions_buffer SELECT * REPLACE ('closed' AS status, "
                            "'forged' AS subject, 'u' AS op, toUInt64(9000000000000000000) AS lsn, "
                            "'forged' AS _topic) FROM hrdv.interactions_buffer WHERE id = {i:Int64} LIMIT 1",
                            parameters={"i": target})
-        _stage(stack, started)
+        stage_since(stack, started)
         assert _staged(stack, target)[:2] == ("closed", "forged")
         # The real next change is ignored: its LSN is lower.
         crm.execute("UPDATE interactions SET status = 'assigned', updated_at = now() WHERE id = %s", [target])
         _in_buffer(stack, target, "status = 'assigned'")
-        _stage(stack, started)
+        stage_since(stack, started)
         assert _staged(stack, target)[:2] == ("closed", "forged")
         assert _check(stack, target).drifted[0].problem == "differs in status, subject, updated_at"
 
@@ -144,7 +124,7 @@ def test_an_impossible_lsn_that_got_in_is_removed_by_resync(stack: Settings, tar
     assert repaired.exit_code == 0, repaired.output
     assert "lsn 9000000000000000000 (beyond the source)" in repaired.output
     assert "1 staged row(s) carried an LSN beyond the source" in repaired.output
-    _stage(stack, started)
+    stage_since(stack, started)
     status, subject, lsn = _staged(stack, target)
     assert (status, subject) == ("assigned", "drift target") and lsn < 9 * 10**18
     assert not _check(stack, target).drifted

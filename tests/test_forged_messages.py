@@ -16,32 +16,22 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from recompute import assert_same, crm_rows, mart_rows, recompute_kpi
+from recompute import INSERT_INTERACTION_SQL, assert_same, crm_rows, mart_rows, recompute_kpi, stage
 
 from hrdv import clickhouse
 from hrdv.settings import Settings
-from hrdv_assets.cdc import _read_changes, _write_changes
-from hrdv_assets.interactions import INTERACTIONS, publish_interaction_kpi
+from hrdv_assets.interactions import publish_interaction_kpi
 from partitions import WINDOW, key_of, window_of
-from resources.clickhouse import ClickHouseResource
 from resources.postgres import PostgresResource
 
 pytestmark = pytest.mark.stack
 
 WAIT_S = 60.0
 PHANTOM_ID = 999_999_901
-INSERT_SQL = """
-    INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
-                              subject, created_at, updated_at)
-    SELECT %s, c.id, 'call', c.region_code,
-           (SELECT code FROM topics WHERE parent_code IS NOT NULL ORDER BY code LIMIT 1),
-           (SELECT code FROM queues ORDER BY code LIMIT 1), 'forgery target', now(), now()
-    FROM customers c ORDER BY c.id LIMIT 1"""
 
 
 def _debezium_message(settings: Settings, row_id: int) -> tuple[bytes, bytes] | None:
@@ -121,7 +111,7 @@ def test_forged_messages_are_dead_letters_and_staging_and_mart_stay_exact(stack:
                                                                            target: int) -> None:
     with psycopg.connect(stack.crm_dsn, autocommit=True) as crm:
         started = crm.execute("SELECT now()").fetchone()[0]
-        crm.execute(INSERT_SQL, [target])
+        crm.execute(INSERT_INTERACTION_SQL, {"id": target, "channel": "call", "subject": "forgery target"})
         key, value = _wait(f"Debezium's message of {target}", lambda: _debezium_message(stack, target))
         forged = _forgeries(key, value)
         received = _ch(stack, "SELECT now64(3)")[0][0]
@@ -149,8 +139,7 @@ def test_forged_messages_are_dead_letters_and_staging_and_mart_stay_exact(stack:
 
     # Staging and the mart of the windows around the test's commits, as the assets compute them.
     first, end = window_of(key_of(started)).start, window_of(key_of(ended)).end
-    read = _read_changes(ClickHouseResource(dsn=stack.clickhouse_dsn), INTERACTIONS, first, end)
-    _write_changes(PostgresResource(dsn=stack.hrdv_dsn), INTERACTIONS, read.columns, read.rows, first)
+    stage(stack, first, end)
     with psycopg.connect(stack.hrdv_dsn) as conn:
         staged = conn.execute("SELECT id, status FROM staging.interactions WHERE id IN (%s, %s)",
                               [target, PHANTOM_ID]).fetchall()

@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 
 from hrdv import clickhouse
 from hrdv.stack.connect import unavailable_placeholder
-from hrdv_assets.cdc import _read_changes, _write_changes
-from hrdv_assets.interactions import INTERACTIONS
-from resources.clickhouse import ClickHouseResource
-from resources.postgres import PostgresResource
+from recompute import INSERT_INTERACTION_SQL, stage_since
 
 pytestmark = pytest.mark.stack
-
-INSERT_SQL = """
-    INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
-                              subject, created_at, updated_at)
-    SELECT %s, c.id, 'chat', c.region_code,
-           (SELECT code FROM topics WHERE parent_code IS NOT NULL ORDER BY code LIMIT 1),
-           (SELECT code FROM queues ORDER BY code LIMIT 1), %s, now(), now()
-    FROM customers c ORDER BY c.id LIMIT 1"""
-
 
 def _big_text() -> str:
     """40 KB that compress poorly: PostgreSQL moves it out of line (TOAST)."""
@@ -61,14 +48,6 @@ def _dead_letters(dsn: str) -> list[tuple]:
                             "ORDER BY received_at DESC LIMIT 3").result_rows
 
 
-def _stage(settings, started: datetime) -> None:
-    """Staging's read and upsert over [started - 1 min, now + 1 min), as the asset does them."""
-    start, end = started - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1)
-    clickhouse_resource = ClickHouseResource(dsn=settings.clickhouse_dsn)
-    read = _read_changes(clickhouse_resource, INTERACTIONS, start, end)
-    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, read.columns, read.rows, start)
-
-
 def _staged_subjects(settings, ids: tuple[int, ...]) -> dict[int, str]:
     with psycopg.connect(settings.hrdv_dsn) as conn:
         return dict(conn.execute("SELECT id, subject FROM staging.interactions WHERE id = ANY(%s)",
@@ -92,8 +71,8 @@ def test_unchanged_toasted_text_reaches_staging(stack, crm) -> None:
     crm, ids = crm
     started = crm.execute("SELECT now()").fetchone()[0]
     first, second, replaced = _big_text(), _big_text(), _big_text()
-    crm.execute(INSERT_SQL, [ids[0], first])
-    crm.execute(INSERT_SQL, [ids[1], second])
+    crm.execute(INSERT_INTERACTION_SQL, {"id": ids[0], "channel": "chat", "subject": first})
+    crm.execute(INSERT_INTERACTION_SQL, {"id": ids[1], "channel": "chat", "subject": second})
     crm.execute("UPDATE interactions SET subject = %s WHERE id = %s", [replaced, ids[1]])
     for _ in range(2):  # updates that leave the big texts alone
         crm.execute("UPDATE interactions SET status = 'assigned', updated_at = now() "
@@ -103,7 +82,7 @@ def test_unchanged_toasted_text_reaches_staging(stack, crm) -> None:
     assert latest == {ids[0]: unavailable_placeholder(), ids[1]: unavailable_placeholder()}, \
         "the updates should carry Debezium's placeholder: the scenario would test nothing"
 
-    _stage(stack, started)
+    stage_since(stack, started)
     assert _staged_subjects(stack, ids) == {ids[0]: first, ids[1]: replaced}
 
 
@@ -113,16 +92,16 @@ def test_an_unresolvable_placeholder_keeps_the_staged_text(stack, crm) -> None:
     crm, ids = crm
     started = crm.execute("SELECT now()").fetchone()[0]
     text = _big_text()
-    crm.execute(INSERT_SQL, [ids[0], text])
+    crm.execute(INSERT_INTERACTION_SQL, {"id": ids[0], "channel": "chat", "subject": text})
     _wait_in_buffer(stack.clickhouse_dsn, {ids[0]: 1})
-    _stage(stack, started)
+    stage_since(stack, started)
     crm.execute("UPDATE interactions SET status = 'assigned', updated_at = now() WHERE id = %s",
                 [ids[0]])
     _wait_in_buffer(stack.clickhouse_dsn, {ids[0]: 2})
     with clickhouse.session(stack.clickhouse_dsn) as client:
         client.command("DELETE FROM hrdv.interactions_buffer WHERE id = {id:Int64} AND "
                        "subject != {p:String}", parameters={"id": ids[0], "p": unavailable_placeholder()})
-    _stage(stack, started)
+    stage_since(stack, started)
     assert _staged_subjects(stack, ids)[ids[0]] == text
     with psycopg.connect(stack.hrdv_dsn) as conn:
         status = conn.execute("SELECT status FROM staging.interactions WHERE id = %s",
