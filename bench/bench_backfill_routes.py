@@ -7,7 +7,7 @@ On a fresh stack of its own with the Dagster daemon and webserver (bench/_stack.
 history. The sensors are stopped, so that only the backfills run. Then, --repeats times each,
 alternating: an asset backfill of yesterday's 96 windows (staging and mart selected, as the UI's
 Materialize button on the assets launches it) and a job backfill of the same windows (the
-`interactions_windows` job's partitions). For each: the backfill's time from launch to done, the
+`crm_windows` job's partitions). For each: the backfill's time from launch to done, the
 sum of its runs' times, and how many runs it took. Prints each, the medians and the ratio.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hrdv.definitions import defs  # noqa: E402
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY  # noqa: E402
 from partitions import reporting_windows  # noqa: E402
 
-SENSORS = ("interactions_kafka_lag_sensor", "interactions_late_change_sensor")
+SENSORS = ("crm_kafka_lag_sensor", "interactions_late_change_sensor")
 
 
 def day_keys() -> list[str]:
@@ -53,7 +53,7 @@ def quiet(api: DagsterApi, timeout: float = 600) -> None:
 
 def measure(api: DagsterApi, route: str, keys: list[str]) -> dict:
     launch = {"asset": lambda: api.asset_backfill(keys, [INTERACTIONS.staging_key, MART_KEY]),
-              "job": lambda: api.job_backfill(keys, "interactions_windows")}[route]
+              "job": lambda: api.job_backfill(keys, "crm_windows")}[route]
     began = time.monotonic()
     backfill_id = launch()
     status = api.wait_backfill(backfill_id, timeout=1800)

@@ -52,12 +52,15 @@ def init_stores(settings: Settings, customers: int, history_days: int = 0, seed:
     otherwise only customers 1..N. Runs before the connector exists, so that Debezium's
     snapshot, not its stream, carries the loaded rows.
     """
+    from hrdv import entity_sql
     from hrdv.clickhouse import apply_schema
     from hrdv.crm import bulk_load
     from hrdv.stack import postgres
 
     with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
         conn.execute(sql_text("postgres/hrdv_schema.sql"))
+        for _, statement in entity_sql.staging_ddl():
+            conn.execute(statement)
         postgres.apply_grants(conn, REPO_ROOT / "sql" / "postgres" / "hrdv_grants.sql",
                               writer=settings.writer.user, reporting=settings.reporting.user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
@@ -181,7 +184,7 @@ def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: f
         sys.exit(1)
     click.echo(
         f"\nHRDV is up in {time.monotonic() - started:.0f} s.\n"
-        f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor interactions_kafka_lag_sensor)\n"
+        f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor crm_kafka_lag_sensor)\n"
         f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster; passwords in {settings.home / 'secrets.env'}\n"
         f"               logins: {settings.pg_user} (owner), {settings.writer.user} (pipeline), "
         f"{settings.reporting.user} (dashboards, read-only), {settings.debezium.user} (replication), "

@@ -6,7 +6,9 @@ Two kinds of DSN:
   closes the engine on exit; sessions are meant to be short (open + work + close is ~30 ms).
 - ``http(s)://...`` (anything clickhouse-connect accepts): a ClickHouse server; no lock.
 
-The DDL lives in sql/clickhouse/*.sql, one statement per file, applied in SCHEMA order.
+The DDL lives in sql/clickhouse/*.sql (shared objects, one statement per file) and
+sql/clickhouse/entity/*.sql.j2 (what every entity has, rendered from hrdv/entities.py by
+hrdv/entity_sql.py), applied in the order of schema_statements().
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from string import Template
@@ -26,19 +28,20 @@ from clickhouse_connect.driver.client import Client
 from filelock import FileLock, Timeout
 
 from hrdv.settings import KAFKA_SASL_MECHANISM, Settings
-from hrdv.sql import sql_exists, sql_text
+from hrdv import entity_sql
+from hrdv.sql import sql_text
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 300.0
 
-# Order matters: database, the UDFs the views call, the queue, the tables (and their added
-# columns), then the views along the path queue -> intake -> checked -> buffer | dead letters,
-# upstream first, so that a schema created by an older version (parsing views on the queue) is
-# migrated without a moment in which a consumed message reaches no view (interactions_intake_mv.sql).
-# The "{queue}" slot is filled with the embedded or the Kafka-engine queue; a flavour without such
-# a file skips the step (the Kafka-engine queue has no column to add).
-SCHEMA: tuple[str, ...] = (
+# Order matters: the database, the shared UDFs (dbz_*) and each entity's checks, the queues, the
+# tables (and their added columns), then the views along the path queue -> intake -> checked ->
+# buffer | dead letters, upstream first, so that a schema created by an older version is migrated
+# without a moment in which a consumed message reaches no view (sql/clickhouse/entity/intake_mv.sql.j2).
+# What every entity has is generated from its description (hrdv/entity_sql.py); these files are
+# the parts shared by all of them.
+SHARED_FUNCTIONS: tuple[str, ...] = (
     "database.sql",
     "source_heartbeats.sql",  # read by dbz_newest_heartbeat
     "dbz_max_message_bytes.sql",
@@ -49,31 +52,14 @@ SCHEMA: tuple[str, ...] = (
     "dbz_envelope_error.sql",
     "dbz_row_image.sql",
     "dbz_is_timestamp.sql",
-    "interactions_row_error.sql",
-    "interactions_message_error.sql",
-    "interactions_intake.sql",
-    "interactions_intake_key.sql",
-    "interactions_queue.{queue}.sql",  # the embedded queue copies the intake's columns
-    "interactions_queue_key.{queue}.sql",
-    "debezium_heartbeat_queue.{queue}.sql",
-    "interactions_checked.sql",
-    "interactions_checked_key.sql",
-    "interactions_buffer.sql",
-    "interactions_buffer_channel_detail.sql",
-    "dead_letters.sql",
-    "dead_letters_key.sql",
-    "dead_letter_replays.sql",
-    "source_heartbeats_mv.sql",
-    "debezium_heartbeat_dead_letters_mv.sql",
-    "interactions_intake_mv.sql",
-    "interactions_checked_mv.sql",
-    "interactions_buffer_mv.sql",
-    "interactions_dead_letters_mv.sql",
 )
+SHARED_TABLES: tuple[str, ...] = ("dead_letters.sql", "dead_letters_key.sql", "dead_letter_replays.sql")
+# The heartbeat topic has a queue and an intake like an entity, and its own two views.
+HEARTBEAT_VIEWS: tuple[str, ...] = ("source_heartbeats_mv.sql", "debezium_heartbeat_dead_letters_mv.sql")
 
 # Kafka-engine template parameters, as apply_schema's `kafka` argument names them. The SASL ones
 # are required: the brokers accept no anonymous client (see hrdv/stack/kafka_access.py).
-KAFKA_KEYS = ("broker_list", "topic", "heartbeat_topic", "group", "security_protocol", "sasl_mechanism",
+KAFKA_KEYS = ("broker_list", "topic_prefix", "group", "security_protocol", "sasl_mechanism",
               "sasl_username", "sasl_password")
 
 # Longer messages are dead letters ('oversized', see dbz_envelope_error.sql): Kafka's default
@@ -265,12 +251,12 @@ def run_sql_file(client: Client, name: str, parameters: Mapping[str, object] | N
     client.command(render_sql(name, parameters))
 
 
-def kafka_engine(settings: Settings, table: str = "interactions") -> dict[str, str]:
+def kafka_engine(settings: Settings) -> dict[str, str]:
     """apply_schema's `kafka` argument from the settings: the same HRDV_KAFKA_* names as the
     embedded ingestor, and its principal (read the CDC topics, use the ingestion group)."""
     login = settings.kafka_login("ingest")
-    return {"broker_list": settings.kafka_bootstrap, "topic": settings.topic(table),
-            "heartbeat_topic": settings.topic("debezium_heartbeat"), "group": settings.consumer_group,
+    return {"broker_list": settings.kafka_bootstrap, "topic_prefix": settings.topic_prefix,
+            "group": settings.consumer_group,
             "security_protocol": settings.kafka_security_protocol.lower(),
             "sasl_mechanism": KAFKA_SASL_MECHANISM, "sasl_username": login.user,
             "sasl_password": login.password}
@@ -284,11 +270,45 @@ def kafka_parameters(kafka: Mapping[str, str]) -> dict[str, str]:
     return {f"kafka_{key}": kafka[key] for key in KAFKA_KEYS}
 
 
-def schema_files(kafka: Mapping[str, str] | None) -> list[str]:
-    """The DDL files in application order, with the queue flavour chosen by `kafka`."""
-    queue = "kafka" if kafka else "embedded"
-    return [name.format(queue=queue) for name in SCHEMA
-            if "{queue}" not in name or sql_exists(f"clickhouse/{name.format(queue=queue)}")]
+def topic_of(topic_prefix: str) -> Callable[[str], str]:
+    """CRM table -> Debezium topic (<prefix>.public.<table>), as Settings.topic names it."""
+    return lambda table: f"{topic_prefix}.public.{table}"
+
+
+def _substitute(text: str, parameters: Mapping[str, object]) -> str:
+    if "${" not in text:
+        return text
+    escaped = {key: _quote_literal(value) for key, value in parameters.items()}
+    try:
+        return Template(text).substitute(escaped)
+    except KeyError as missing:
+        raise KeyError(f"ClickHouse DDL needs parameter {missing}") from None
+
+
+def schema_parameters(kafka: Mapping[str, str] | None, max_bytes: int | None = None) -> dict[str, object]:
+    """The DDL's ${...} values: the limits the rules use, and the Kafka engine's settings."""
+    return {"max_message_bytes": max_bytes or max_message_bytes(),
+            "max_wal_bytes_per_second": max_wal_bytes_per_second(),
+            **(kafka_parameters(kafka) if kafka else {})}
+
+
+def schema_statements(kafka: Mapping[str, str] | None, parameters: Mapping[str, object],
+                      topic_prefix: str = "crm") -> list[tuple[str, str]]:
+    """(label, statement) of HRDV's ClickHouse schema in application order; `kafka` chooses the
+    queue flavour (Kafka engine, or the Null tables the embedded ingestor fills)."""
+    files = lambda names: [(name, render_sql(name, parameters)) for name in names]  # noqa: E731
+    topics = topic_of(kafka["topic_prefix"] if kafka else topic_prefix)
+    statements = [
+        *files(SHARED_FUNCTIONS),
+        *entity_sql.clickhouse_functions(),
+        *entity_sql.clickhouse_queues(topics, kafka=bool(kafka)),
+        *entity_sql.clickhouse_tables(),
+        *files(SHARED_TABLES),
+        entity_sql.heartbeat_intake_view(),
+        *files(HEARTBEAT_VIEWS),
+        *entity_sql.clickhouse_views(),
+    ]
+    return [(label, _substitute(text, parameters)) for label, text in statements]
 
 
 def _positive_env(variable: str, default: int) -> int:
@@ -310,12 +330,12 @@ def max_wal_bytes_per_second() -> int:
 
 def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
                  max_bytes: int | None = None) -> list[str]:
-    """Create HRDV's ClickHouse objects if missing (idempotent); returns the files applied.
+    """Create HRDV's ClickHouse objects if missing (idempotent); returns the statements' labels.
 
-    `kafka` = kafka_engine(settings) (KAFKA_KEYS) makes interactions_queue and
-    debezium_heartbeat_queue Kafka-engine tables (servers only); without it they are the
+    `kafka` = kafka_engine(settings) (KAFKA_KEYS) makes every hrdv.<entity>_queue and
+    hrdv.debezium_heartbeat_queue a Kafka-engine table (servers only); without it they are the
     Null-engine tables that hrdv.ingest fills.
-    An existing queue is never converted: drop hrdv.interactions_queue to switch flavours.
+    An existing queue is never converted: drop hrdv.<entity>_queue to switch flavours.
     Functions and views are replaced on every call, so they always match this repository's SQL
     (`max_bytes`, default max_message_bytes(), is the 'oversized' limit the rules use).
     """
@@ -323,18 +343,19 @@ def apply_schema(dsn: str, kafka: Mapping[str, str] | None = None,
         raise ValueError("chDB cannot run Kafka-engine tables; use the embedded queue (kafka=None)")
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
-    parameters = {"max_message_bytes": max_bytes or max_message_bytes(),
-                  "max_wal_bytes_per_second": max_wal_bytes_per_second(),
-                  **(kafka_parameters(kafka) if kafka else {})}
-    files = schema_files(kafka)
+    statements = schema_statements(kafka, schema_parameters(kafka, max_bytes))
     with session(dsn) as client:
         old_buffer = _set_aside_buffer_ordered_by_id(client)
-        for name in files:
-            run_sql_file(client, name, parameters)
+        for label, statement in statements:
+            try:
+                client.command(statement)
+            except Exception as error:
+                raise RuntimeError(f"ClickHouse schema: {label} failed: {error}") from error
         if old_buffer:
             _move_rows(client, old_buffer, BUFFER)
-    log.info("ClickHouse schema applied to %s (%s queue)", dsn, "Kafka" if kafka else "embedded")
-    return files
+    log.info("ClickHouse schema applied to %s (%s queue, %d statements)", dsn,
+             "Kafka" if kafka else "embedded", len(statements))
+    return [label for label, _ in statements]
 
 
 BUFFER = "hrdv.interactions_buffer"

@@ -27,7 +27,8 @@ import click
 from clickhouse_connect.driver.client import Client
 
 from hrdv import clickhouse
-from hrdv.ingest import HEARTBEAT_TABLE, QUEUES
+from hrdv.entities import BY_NAME, HEARTBEAT_TABLE
+from hrdv.ingest import QUEUES
 from hrdv.settings import load
 from hrdv.sql import sql_text
 
@@ -106,10 +107,14 @@ def _now(client: Client) -> datetime:
     return client.query("SELECT now64(3, 'UTC')").result_rows[0][0].replace(tzinfo=timezone.utc)
 
 
+def _outcomes(entity: str) -> str:
+    """The replay's rule for an entity's dead letters, as a sub-query (the views' functions)."""
+    return _query("dead_letter_replay_outcomes.sql", entity=entity, key=BY_NAME[entity].key)
+
+
 def predict(client: Client, entity: str, topic: str, selection: Selection) -> list[tuple]:
     """(previous reason, outcome, reason, messages) a replay would give, without replaying."""
-    outcomes = _query("dead_letter_replay_outcomes.sql", entity=entity)
-    rows = client.query(_query("dead_letter_replay_prediction.sql", outcomes=outcomes),
+    rows = client.query(_query("dead_letter_replay_prediction.sql", outcomes=_outcomes(entity)),
                         parameters=_parameters(topic, selection, _now(client))).result_rows
     return [tuple(row) for row in rows]
 
@@ -118,8 +123,7 @@ def replay(client: Client, entity: str, topic: str, selection: Selection) -> Rep
     """Record, route, verify and clean up one replay of an entity's dead letters."""
     replay_id = str(uuid.uuid4())
     parameters = _parameters(topic, selection, _now(client), replay_id)
-    outcomes = _query("dead_letter_replay_outcomes.sql", entity=entity)
-    client.command(_query("dead_letter_replays_insert.sql", outcomes=outcomes), parameters=parameters)
+    client.command(_query("dead_letter_replays_insert.sql", outcomes=_outcomes(entity)), parameters=parameters)
     client.command(_query("dead_letter_replay_route.sql", entity=entity), parameters=parameters)
     mismatches = client.query(_query("dead_letter_replay_mismatches.sql"),
                               parameters=parameters).result_rows[0][0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor, job
 
 from hrdv.settings import load
+from hrdv_assets.cdc import STAGED, build_cdc_assets
 from hrdv_assets.interactions import (
     INTERACTIONS,
     MART_KEY,
@@ -20,7 +21,7 @@ from hrdv_assets.interactions import (
 from resources.clickhouse import ClickHouseResource
 from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
-from sensors.kafka_lag import build_window_sensor
+from sensors.kafka_lag import ObservedTopic, build_window_sensor
 from sensors.late_changes import build_late_change_sensor
 
 _settings = load()
@@ -29,10 +30,14 @@ _settings = load()
 # monitoring fails it (a dead worker is failed within seconds by hrdv.run_launcher's health check).
 WINDOW_RUN_TAGS = {"dagster/max_runtime": "600"}
 
-interactions_windows = define_asset_job(
-    name="interactions_windows",
-    description="Staging and KPI mart of customer interactions for a reporting window or a range.",
-    selection=AssetSelection.groups("interactions"),
+# Every windowed asset: the staging (and history) of every CRM entity, and the marts.
+WINDOWED = [key for staged in STAGED.values() for key in (staged.staging_key, staged.history_key) if key]
+
+crm_windows = define_asset_job(
+    name="crm_windows",
+    description=("Staging of every CRM entity (one ClickHouse session, one transaction) and the KPI "
+                 "marts, for a reporting window or a range."),
+    selection=AssetSelection.assets(*WINDOWED, MART_KEY),
     tags=WINDOW_RUN_TAGS,
 )
 
@@ -47,12 +52,12 @@ def interaction_kpi_recompute() -> None:
 
 
 defs = Definitions(
-    assets=interaction_assets,
-    jobs=[interactions_windows, interaction_kpi_recompute],
+    assets=[*build_cdc_assets(STAGED.values()), *interaction_assets],
+    jobs=[crm_windows, interaction_kpi_recompute],
     sensors=[
         build_window_sensor(
-            interactions_windows, INTERACTIONS.topic, INTERACTIONS.topic_key, INTERACTIONS.buffer_key,
-            published_by=[INTERACTIONS.staging_key, MART_KEY], name="interactions_kafka_lag_sensor",
+            crm_windows, [ObservedTopic(s.topic, s.topic_key, s.buffer_key) for s in STAGED.values()],
+            published_by=[*WINDOWED, MART_KEY], name="crm_kafka_lag_sensor",
         ),
         build_late_change_sensor(
             interaction_kpi_recompute, "recompute_interaction_kpi", INTERACTIONS.staging_key,

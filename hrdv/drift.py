@@ -38,6 +38,8 @@ import psycopg
 from psycopg import sql
 
 from hrdv import clickhouse
+from hrdv.entities import BY_NAME, entity as entity_named
+from hrdv.entity_sql import staged_columns
 from hrdv.settings import load
 
 DEFAULT_SAMPLE = 50
@@ -86,29 +88,42 @@ def compared_columns(source: psycopg.Connection, entity: str, staged_columns: Se
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'public' AND table_name = %s", [entity])}
     columns = [c for c in staged_columns if c not in PIPELINE_COLUMNS and c in present]
-    if not columns or columns[0] != "id":
-        raise ValueError(f"{entity}: the key column id must come first, got {columns[:3]}")
+    key = _key(entity)
+    if not columns or columns[0] != key:
+        raise ValueError(f"{entity}: the key column {key} must come first, got {columns[:3]}")
     return columns
 
 
-def _commit_time_sql(source: psycopg.Connection, changed_at: str) -> sql.Composable:
+def _key(entity: str) -> str:
+    return BY_NAME[entity].key if entity in BY_NAME else "id"
+
+
+def _select_list(entity: str, columns: Sequence[str]) -> sql.Composable:
+    """The compared columns as staging holds them: jsonb as the text Debezium sent."""
+    types = {c.name: c.type for c in BY_NAME[entity].columns} if entity in BY_NAME else {}
+    return sql.SQL(", ").join(
+        sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) if types.get(c) == "jsonb"
+        else sql.Identifier(c) for c in columns)
+
+
+def _commit_time_sql(source: psycopg.Connection, changed_at: str | None) -> sql.Composable:
     tracked = source.execute("SHOW track_commit_timestamp").fetchone()[0] == "on"
-    fallback = sql.Identifier(changed_at)
+    fallback = sql.Identifier(changed_at) if changed_at else sql.SQL("NULL::timestamptz")
     if not tracked:
         return fallback
     return sql.SQL("coalesce(pg_xact_commit_timestamp(xmin), {})").format(fallback)
 
 
-def source_rows(source: psycopg.Connection, entity: str, columns: Sequence[str], keys: Sequence[int],
-                changed_at: str = "updated_at") -> dict[int, dict[str, Any]]:
-    """CRM rows of `keys` by id: the compared columns, `_committed` (the current version's commit
+def source_rows(source: psycopg.Connection, entity: str, columns: Sequence[str], keys: Sequence[Any],
+                changed_at: str | None = "updated_at") -> dict[Any, dict[str, Any]]:
+    """CRM rows of `keys` by key: the compared columns, `_committed` (the current version's commit
     time) and `_busy` (a transaction is changing the row right now)."""
     query = sql.SQL(
         "SELECT {columns}, {committed} AS _committed, "
         "xmax::text <> '0' AND xmax::text::bigint = ANY (ARRAY(SELECT mod(x::text::bigint, 4294967296) "
         "FROM pg_snapshot_xip(pg_current_snapshot()) AS x)) AS _busy "
-        "FROM public.{table} WHERE id = ANY (%s)").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        "FROM public.{table} WHERE {key} = ANY (%s)").format(
+        columns=_select_list(entity, columns), key=sql.Identifier(_key(entity)),
         committed=_commit_time_sql(source, changed_at), table=sql.Identifier(entity))
     cur = source.execute(query, [list(keys)])
     names = [c.name for c in cur.description]
@@ -116,10 +131,11 @@ def source_rows(source: psycopg.Connection, entity: str, columns: Sequence[str],
 
 
 def staged_rows(db: psycopg.Connection, entity: str, columns: Sequence[str],
-                keys: Sequence[int]) -> dict[int, dict[str, Any]]:
+                keys: Sequence[Any]) -> dict[Any, dict[str, Any]]:
     query = sql.SQL("SELECT {columns}, is_deleted, lsn, committed_at FROM staging.{table} "
-                    "WHERE id = ANY (%s)").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)), table=sql.Identifier(entity))
+                    "WHERE {key} = ANY (%s)").format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)), table=sql.Identifier(entity),
+        key=sql.Identifier(_key(entity)))
     cur = db.execute(query, [list(keys)])
     names = [c.name for c in cur.description]
     return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
@@ -132,8 +148,8 @@ def random_staged_keys(db: psycopg.Connection, entity: str, size: int) -> list[i
     estimate = db.execute("SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = %s::regclass",
                           [f"staging.{entity}"]).fetchone()[0]
     percent = min(100.0, 100.0 * 3 * size / estimate)
-    query = sql.SQL("SELECT id FROM staging.{} TABLESAMPLE SYSTEM (%s) LIMIT %s").format(
-        sql.Identifier(entity))
+    query = sql.SQL("SELECT {} FROM staging.{} TABLESAMPLE SYSTEM (%s) LIMIT %s").format(
+        sql.Identifier(_key(entity)), sql.Identifier(entity))
     return [key for (key,) in db.execute(query, [percent, size])]
 
 
@@ -160,7 +176,7 @@ def judge(keys: Iterable[int], staged: dict[int, dict], source: dict[int, dict],
 
 
 def check(db: psycopg.Connection, source: psycopg.Connection, entity: str, staged_columns: Sequence[str],
-          keys: Sequence[int], horizon: datetime, changed_at: str = "updated_at") -> DriftReport:
+          keys: Sequence[Any], horizon: datetime, changed_at: str | None = "updated_at") -> DriftReport:
     """Drift of `keys` between staging (db) and the CRM (source) as of `horizon`."""
     columns = compared_columns(source, entity, staged_columns)
     return judge(keys, staged_rows(db, entity, columns, keys),
@@ -193,7 +209,7 @@ def _read_consistently(source: psycopg.Connection, entity: str, columns: Sequenc
         with source.transaction():
             source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             position = source.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]
-            rows = source_rows(source, entity, columns, keys)
+            rows = source_rows(source, entity, columns, keys, BY_NAME[entity].changed_at if entity in BY_NAME else None)
         if not any(row["_busy"] for row in rows.values()):
             return rows, int(position)
         time.sleep(0.05)
@@ -206,27 +222,29 @@ def resync(source: psycopg.Connection, db: psycopg.Connection, clickhouse_dsn: s
     """Re-read `keys` from the CRM into the pipeline (see the module's docstring)."""
     columns = compared_columns(source, entity, staged_columns)
     rows, position = _read_consistently(source, entity, columns, keys)
-    staged = {key for (key,) in db.execute(sql.SQL("SELECT id FROM staging.{} WHERE id = ANY (%s)").format(
-        sql.Identifier(entity)), [list(keys)])}
+    key_column = _key(entity)
+    staged = {key for (key,) in db.execute(sql.SQL("SELECT {k} FROM staging.{t} WHERE {k} = ANY (%s)").format(
+        k=sql.Identifier(key_column), t=sql.Identifier(entity)), [list(keys)])}
     unknown = [key for key in keys if key not in rows and key not in staged]
     keys = [key for key in keys if key not in unknown]  # a typo must not become a staged delete
     if not keys:
         return Resynced(position, 0, 0, unknown, [], 0)
     buffer = f"hrdv.{entity}_buffer"
+    array = "Array(Int64)" if BY_NAME.get(entity) is None or BY_NAME[entity].key_is_integer else "Array(String)"
     with clickhouse.session(clickhouse_dsn) as client:
         impossible = client.query(
-            f"SELECT id, lsn, _topic, _partition, _offset FROM {buffer} "
-            "WHERE id IN {keys:Array(Int64)} AND lsn > {position:UInt64} ORDER BY id, lsn",
+            f"SELECT {key_column}, lsn, _topic, _partition, _offset FROM {buffer} "
+            f"WHERE {key_column} IN {{keys:{array}}} AND lsn > {{position:UInt64}} ORDER BY {key_column}, lsn",
             parameters={"keys": list(keys), "position": position}).result_rows
         if impossible:
-            client.command(f"DELETE FROM {buffer} WHERE id IN {{keys:Array(Int64)}} "
+            client.command(f"DELETE FROM {buffer} WHERE {key_column} IN {{keys:{array}}} "
                            "AND lsn > {position:UInt64}", parameters={"keys": list(keys), "position": position})
         now = datetime.now(timezone.utc)
         versions = [_version(rows.get(key), key, columns, position, now) for key in keys]
         client.insert(buffer, versions, column_names=[*columns, "op", "lsn", "committed_at", "is_deleted",
                                                       "_topic", "_partition", "_offset"])
-    reset = db.execute(sql.SQL("UPDATE staging.{} SET lsn = 0 WHERE id = ANY (%s) AND lsn > %s").format(
-        sql.Identifier(entity)), [list(keys), position]).rowcount
+    reset = db.execute(sql.SQL("UPDATE staging.{t} SET lsn = 0 WHERE {k} = ANY (%s) AND lsn > %s").format(
+        t=sql.Identifier(entity), k=sql.Identifier(key_column)), [list(keys), position]).rowcount
     db.commit()
     return Resynced(position, len(versions), sum(1 for k in keys if k not in rows), unknown,
                     [tuple(r) for r in impossible], reset)
@@ -240,17 +258,20 @@ def _version(row: dict | None, key: int, columns: Sequence[str], position: int, 
 
 # --- the command line ------------------------------------------------------------------------------
 def _entity(_ctx: click.Context, _param: click.Parameter, name: str):
-    import warnings
+    try:
+        return entity_named(name)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
-    from dagster import PreviewWarning
 
-    with warnings.catch_warnings():  # partitioned asset checks are a Dagster preview: not news here
-        warnings.simplefilter("ignore", PreviewWarning)
-        from hrdv_assets.registry import STAGED
-
-    if name not in STAGED:
-        raise click.BadParameter(f"{name!r} is not a staged entity; known: {', '.join(STAGED)}")
-    return STAGED[name]
+def _keys(entity, ids: Sequence[str]) -> list:
+    """--id values as the entity's key type (integers for id keys, text for codes)."""
+    if not entity.key_is_integer:
+        return sorted(set(ids))
+    bad = [i for i in ids if not i.lstrip("-").isdigit()]
+    if bad:
+        raise click.BadParameter(f"{entity.name} keys are integers ({entity.key}), got {bad}", param_hint="--id")
+    return sorted({int(i) for i in ids})
 
 
 def _newest_staged_window_end(db: psycopg.Connection, entity: str) -> datetime | None:
@@ -267,16 +288,16 @@ def _newest_staged_window_end(db: psycopg.Connection, entity: str) -> datetime |
 @click.argument("entity", callback=_entity, default="interactions")
 @click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True,
               help="staged keys to compare, from random pages of the staging table")
-@click.option("--id", "ids", type=int, multiple=True, help="compare these keys (repeatable) instead")
-def drift_command(entity, sample: int, ids: tuple[int, ...]) -> None:
+@click.option("--id", "ids", multiple=True, help="compare these keys (repeatable) instead")
+def drift_command(entity, sample: int, ids: tuple[str, ...]) -> None:
     """Compare staged rows with the CRM now, as the staging check does each window; exit 1 on drift."""
     settings = load()
     with psycopg.connect(settings.hrdv_dsn) as db, psycopg.connect(settings.source_dsn) as source:
         horizon = _newest_staged_window_end(db, entity.name)
         if horizon is None:
             raise click.ClickException(f"staging.{entity.name} is empty: nothing to compare")
-        keys = list(ids) or random_staged_keys(db, entity.name, sample)
-        report = check(db, source, entity.name, entity.column_names, keys, horizon, entity.changed_at)
+        keys = _keys(entity, ids) or random_staged_keys(db, entity.name, sample)
+        report = check(db, source, entity.name, staged_columns(entity), keys, horizon, entity.changed_at)
     click.echo(f"staging.{entity.name} vs the CRM, rows committed before {horizon:%Y-%m-%d %H:%M %Z}: "
                f"{report.sampled} sampled, {report.judged} judged, {report.not_judged} not judged "
                f"(changed since, or deleted in the CRM), {len(report.drifted)} drifted")
@@ -289,15 +310,15 @@ def drift_command(entity, sample: int, ids: tuple[int, ...]) -> None:
 
 @click.command("resync")
 @click.argument("entity", callback=_entity)
-@click.option("--id", "ids", type=int, multiple=True, required=True, help="a key to re-read (repeatable)")
-def resync_command(entity, ids: tuple[int, ...]) -> None:
+@click.option("--id", "ids", multiple=True, required=True, help="a key to re-read (repeatable)")
+def resync_command(entity, ids: tuple[str, ...]) -> None:
     """Re-read rows from the CRM into the pipeline: their staging is repaired by the next window's
     run, and the windows they change are recomputed by the late-change sensor."""
     settings = load()
-    keys = sorted(set(ids))
+    keys = _keys(entity, ids)
     with psycopg.connect(settings.source_dsn, autocommit=True) as source, \
             psycopg.connect(settings.hrdv_dsn) as db:
-        done = resync(source, db, settings.clickhouse_dsn, entity.name, entity.column_names, keys)
+        done = resync(source, db, settings.clickhouse_dsn, entity.name, staged_columns(entity), keys)
     if done.unknown:
         click.echo(f"{entity.name}: not in the CRM and never staged, left alone: {done.unknown}")
     if not done.rows:
@@ -305,7 +326,7 @@ def resync_command(entity, ids: tuple[int, ...]) -> None:
     click.echo(f"{entity.name}: {done.rows} row(s) re-read from the CRM at LSN {done.position} "
                f"({done.deleted} gone from the CRM, written as deletes) into hrdv.{entity.name}_buffer")
     for key, lsn, topic, partition, offset in done.removed_versions:
-        click.echo(f"  removed from the buffer: id {key} lsn {lsn} (beyond the source), from {topic} "
+        click.echo(f"  removed from the buffer: {entity.key} {key} lsn {lsn} (beyond the source), from {topic} "
                    f"partition {partition} offset {offset}")
     if done.staged_lsn_reset:
         click.echo(f"  {done.staged_lsn_reset} staged row(s) carried an LSN beyond the source: reset, "

@@ -59,17 +59,30 @@ class Column:
         return f"Nullable({base})"
 
     @property
+    def value_type(self) -> str:
+        """The type JSONExtract reads (the buffer's, without dictionary encoding)."""
+        return self.clickhouse_type.replace("LowCardinality(", "", 1)[:-1] if self.clickhouse_type.startswith(
+            "LowCardinality(") else self.clickhouse_type
+
+    @property
     def toastable(self) -> bool:
         """Can an unchanged value arrive as Debezium's placeholder? (text/jsonb: TOASTed when large)"""
         return self.type in ("text", "jsonb") and (self.free_text or self.type == "jsonb")
 
     @property
     def staging_type(self) -> str:
-        return "numeric(20, 0)" if self.name == "lsn" else self.type
+        """The column's type in staging: the CRM's, except jsonb, kept as the text Debezium sent
+        (an unresolved TOAST placeholder must be storable; reports cast it)."""
+        return "text" if self.type == "jsonb" else self.type
 
     @property
     def int_range(self) -> tuple[int, int] | None:
         return _INT_RANGES.get(self.type)
+
+    @property
+    def numeric_precision(self) -> int | None:
+        numeric = _NUMERIC.fullmatch(self.type)
+        return int(numeric[1]) if numeric else None
 
     @property
     def numeric_scale(self) -> int | None:

@@ -40,15 +40,16 @@ from confluent_kafka import (
 )
 
 from hrdv import clickhouse
+from hrdv.entities import ENTITIES, HEARTBEAT_TABLE
 from hrdv.settings import Settings, load
 
 log = logging.getLogger("hrdv.ingest")
 
-# CRM table -> ClickHouse queue table. A new entity is one line here plus its SQL files.
-QUEUES: dict[str, str] = {"interactions": "hrdv.interactions_queue"}
+# CRM table -> ClickHouse queue table, for every entity described in hrdv/entities.py.
+QUEUES: dict[str, str] = {entity.name: f"hrdv.{entity.name}_queue" for entity in ENTITIES}
 # Debezium's heartbeat table: its changes bound the LSNs a change may carry (dbz_source_error.sql).
 # First in every batch, so each change is judged against the heartbeats consumed with it.
-HEARTBEAT_TABLE, HEARTBEAT_QUEUE = "debezium_heartbeat", "hrdv.debezium_heartbeat_queue"
+HEARTBEAT_QUEUE = f"hrdv.{HEARTBEAT_TABLE}_queue"
 QUEUE_COLUMNS = ["message", "_key", "_topic", "_partition", "_offset", "_timestamp"]
 
 MAX_BATCH = 5000

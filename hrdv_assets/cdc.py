@@ -1,20 +1,25 @@
 """The part every CDC entity shares: Kafka topic -> ClickHouse buffer -> PostgreSQL staging.
 
-An entity is described by a StagedEntity; build_cdc_assets turns it into two upstream specs (the
-topic Debezium writes and the buffer ClickHouse fills) and one partitioned staging asset that
-upserts a window's changes into the operational store. A run of a range of windows stages them
-in one read and one transaction, and still records each window's own figures and check results.
+Each entity of hrdv/entities.py gets two upstream specs (the topic Debezium writes and the buffer
+ClickHouse fills), a partitioned staging asset and, for reference entities with history, a
+validity-history asset. All staging assets are one multi-asset, `stage_crm`: a run of a window
+(or a range of windows) stages every selected entity with one ClickHouse session and one
+PostgreSQL transaction, because chDB is one process at a time and the cost of a window must not
+grow with the number of entities. Each entity and each window still gets its own figures and
+check results.
 """
 
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckKey,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -31,10 +36,11 @@ from dagster import (
 import psycopg
 from psycopg import sql
 
-from hrdv import drift
+from hrdv import drift, entity_sql
 from hrdv.clickhouse import render_sql
+from hrdv.entities import ENTITIES, Entity
 from hrdv.settings import load
-from hrdv.sql import sql_text
+from hrdv.sql import sql_exists, sql_text
 from hrdv.stack.connect import unavailable_placeholder
 from hrdv_assets.windows import PASSING_FAILURES, requested_keys, require_complete, window_text
 from partitions import WINDOW, WINDOW_MINUTES, WINDOW_ORIGIN, key_of, reporting_windows, window_of
@@ -48,27 +54,51 @@ MAX_LISTED_WINDOWS = 2000  # a week of 15-minute windows, and then some
 # Pools (dagster.yaml: every pool has one slot). Whatever launched the run, one step at a time
 # opens the embedded ClickHouse (chDB: one process per data path) ...
 CLICKHOUSE_POOL = "hrdv_clickhouse"
+STAGING_ASSET = "stage_crm"
+BOOKKEEPING = (
+    TableColumn("is_deleted", "boolean", "deleted in the CRM; the row keeps its last values"),
+    TableColumn("lsn", "numeric", "source LSN of the staged version: only a higher one replaces it"),
+    TableColumn("committed_at", "timestamptz", "CRM commit time of the staged version"),
+)
 
 
 @dataclass(frozen=True)
 class StagedEntity:
-    """What differs between CDC entities; everything else is the same code."""
+    """An entity as Dagster sees it: its asset keys, schema and queries (from its description)."""
 
-    name: str  # e.g. "interactions": CRM table, group name, staging table
-    columns: tuple[TableColumn, ...]  # staging columns read from the buffer, in query order
-    window_query: str  # sql/clickhouse/queries/...: latest version per key changed in a window
-    upsert: str  # sql/postgres/...: upsert from tmp_<entity>_changes into staging.<entity>
-    late_windows: str  # sql/postgres/...: earlier windows whose marts these changes make stale
-    description: str
-    # Status values the marts and reports know; others are reported by the check statuses_known.
-    known_statuses: tuple[str, ...] = ()
-    # The CRM column its application sets on every change: the drift check's commit time for rows
-    # committed before the CRM tracked commit timestamps (hrdv/drift.py).
-    changed_at: str = "updated_at"
+    entity: Entity
+    # Status values the marts and reports know (default: the description's); others warn.
+    known: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entity.name
+
+    @property
+    def known_statuses(self) -> tuple[str, ...]:
+        return self.entity.statuses if self.known is None else self.known
+
+    @property
+    def changed_at(self) -> str | None:
+        return self.entity.changed_at
+
+    @property
+    def columns(self) -> tuple[TableColumn, ...]:
+        own = tuple(TableColumn(c.name, c.staging_type, c.description) for c in self.entity.staged)
+        return (*own, *BOOKKEEPING)
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
+        return entity_sql.staged_columns(self.entity)
+
+    @property
+    def description(self) -> str:
+        history = (f" Its validity history is staging.{self.name}_history ({', '.join(self.entity.history)})."
+                   if self.entity.keeps_history else "")
+        return (f"{self.entity.title}. Operational store staging.{self.name}: the latest state of every "
+                f"row of CRM table {self.entity.table}, by {self.entity.key}. A partition upserts the rows "
+                f"whose changes were committed in the CRM during its window (latest version per key by "
+                f"LSN; deletes flagged).{history}")
 
     @property
     def topic(self) -> str:
@@ -91,9 +121,22 @@ class StagedEntity:
         return AssetKey(["staging", f"stg_{self.name}"])
 
     @property
+    def history_key(self) -> AssetKey | None:
+        return AssetKey(["staging", f"stg_{self.name}_history"]) if self.entity.keeps_history else None
+
+    @property
     def temp_table(self) -> str:
-        # The upsert SQL reads the window's changes from this temporary table.
-        return f"tmp_{self.name}_changes"
+        return entity_sql.temp_table(self.entity)
+
+    @cached_property
+    def late_windows(self) -> str | None:
+        """The earlier windows a batch of changes alters: the entity's own rule where it has one
+        (sql/postgres/staging_<name>_late_windows.sql), else the generated one."""
+        own = f"postgres/staging_{self.name}_late_windows.sql"
+        return sql_text(own) if sql_exists(own) else entity_sql.late_windows_sql(self.entity)
+
+
+STAGED: dict[str, StagedEntity] = {entity.name: StagedEntity(entity) for entity in ENTITIES}
 
 
 def utc(moment: datetime) -> datetime:
@@ -105,40 +148,77 @@ def ch_time(moment: datetime) -> str:
     return utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _topic_spec(entity: StagedEntity) -> AssetSpec:
+def _topic_spec(staged: StagedEntity) -> AssetSpec:
     return AssetSpec(
-        key=entity.topic_key,
-        description=(f"Debezium change events of CRM table public.{entity.name} (topic "
-                     f"{entity.topic}). Observed by the lag sensor: end offsets and the newest "
+        key=staged.topic_key,
+        description=(f"Debezium change events of CRM table {staged.entity.table} (topic "
+                     f"{staged.topic}). Observed by the lag sensor: end offsets and the newest "
                      "Debezium heartbeat."),
-        group_name=entity.name,
+        group_name=staged.name,
         owners=OWNERS,
         kinds={"kafka"},
-        metadata={"topic": entity.topic},
+        metadata={"topic": staged.topic},
     )
 
 
-def _buffer_spec(entity: StagedEntity) -> AssetSpec:
+def _buffer_spec(staged: StagedEntity) -> AssetSpec:
     return AssetSpec(
-        key=entity.buffer_key,
-        deps=[entity.topic_key],
+        key=staged.buffer_key,
+        deps=[staged.topic_key],
         description=(
-            f"ClickHouse ReplacingMergeTree {entity.buffer_table}: the parsed change events, "
+            f"ClickHouse ReplacingMergeTree {staged.buffer_table}: the parsed change events, "
             "one row per change, versioned by source LSN, deletes kept as flagged rows. Filled "
             "continuously by the Kafka engine (production) or the embedded ingestor (chDB). "
             "Observed by the lag sensor (consumer lag, how far it is complete) and by each "
             "staging run (rows, newest commit)."
         ),
-        group_name=entity.name,
+        group_name=staged.name,
         owners=OWNERS,
         kinds={"clickhouse"},
-        metadata={"dagster/table_name": entity.buffer_table},
+        metadata={"dagster/table_name": staged.buffer_table},
     )
 
 
+def _staging_spec(staged: StagedEntity) -> AssetSpec:
+    return AssetSpec(
+        key=staged.staging_key,
+        deps=[staged.buffer_key],
+        partitions_def=reporting_windows,
+        group_name=staged.name,
+        owners=OWNERS,
+        kinds={"postgres"},
+        description=staged.description,
+        metadata={"dagster/table_name": f"hrdv.staging.{staged.name}",
+                  "dagster/column_schema": TableSchema(columns=list(staged.columns))},
+    )
+
+
+def _history_spec(staged: StagedEntity) -> AssetSpec:
+    validity = (TableColumn("valid_from", "timestamptz", "CRM commit time of this version"),
+                TableColumn("valid_to", "timestamptz", "commit time of the next version; NULL while current"),
+                TableColumn("valid_to_lsn", "numeric", "LSN of the next version"),
+                TableColumn("is_current", "boolean", "the row's current version"))
+    columns = [c for c in staged.columns if c.name != "committed_at"] + list(validity)
+    return AssetSpec(
+        key=staged.history_key,
+        deps=[staged.buffer_key],
+        partitions_def=reporting_windows,
+        group_name=staged.name,
+        owners=OWNERS,
+        kinds={"postgres"},
+        description=(f"Validity history staging.{staged.name}_history of {staged.entity.title}: every "
+                     f"version of every row, valid from its CRM commit to the next one's, so a report "
+                     f"takes {', '.join(staged.entity.history)} as they were at an event's time. "
+                     "Written with staging, order-free (redeliveries and late windows fit in by LSN)."),
+        metadata={"dagster/table_name": f"hrdv.staging.{staged.name}_history",
+                  "dagster/column_schema": TableSchema(columns=columns)},
+    )
+
+
+# --- reading a run's changes ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowFigures:
-    """What one window of a staging run holds: the figures a run of that window alone reports."""
+    """What one window of a staging run holds for one entity: what a run of it alone reports."""
 
     changed: int = 0
     deletes: int = 0
@@ -149,42 +229,63 @@ class WindowFigures:
 
 @dataclass(frozen=True)
 class ChangesRead:
+    staged: StagedEntity
     columns: tuple[str, ...]
     rows: list[tuple]
     by_window: dict[str, WindowFigures]
     buffer_rows: int
     newest_commit: datetime | None
+    versions: list[tuple] = field(default_factory=list)  # every version, for the history
 
 
-def _read_changes(clickhouse: ClickHouseResource, entity: StagedEntity, start: datetime,
-                  end: datetime) -> ChangesRead:
-    """The changes of [start, end) (latest version per key), each window's figures and the
-    buffer's size, in one ClickHouse session."""
-    window = {"window_start": ch_time(start), "window_end": ch_time(end), "window_minutes": WINDOW_MINUTES}
+def _window_parameters(start: datetime, end: datetime) -> dict:
+    return {"window_start": ch_time(start), "window_end": ch_time(end), "window_minutes": WINDOW_MINUTES}
+
+
+def read_changes(clickhouse: ClickHouseResource, entities: Iterable[StagedEntity], start: datetime,
+                 end: datetime) -> dict[str, ChangesRead]:
+    """Every entity's changes of [start, end) (latest version per key, and every version for the
+    histories), each window's figures and each buffer's size, in one ClickHouse session."""
+    window = _window_parameters(start, end)
+    entities = list(entities)
     with clickhouse.session() as client:
-        result = client.query(sql_text(entity.window_query),
-                              parameters={**window, "unavailable": UNAVAILABLE})
-        summary = client.query(render_sql("queries/changes_by_window.sql", {"entity": entity.name}),
-                               parameters=window).result_rows
         dead = client.query(sql_text("clickhouse/queries/dead_letters_by_window.sql"),
-                            parameters={**window, "topic": entity.topic}).result_rows
-        buffer_rows, newest = client.query(
-            f"SELECT count(), max(committed_at) FROM {entity.buffer_table}").result_rows[0]
+                            parameters={**window, "topics": [s.topic for s in entities]}).result_rows
+        sizes = {name: (rows, newest) for name, rows, newest in client.query(
+            " UNION ALL ".join(f"SELECT '{s.name}', count(), max(committed_at) FROM {s.buffer_table}"
+                               for s in entities)).result_rows}
+        reads = {s.name: _read_entity(client, s, window) for s in entities}
+    letters: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for topic, moment, reason, messages in dead:
+        letters[topic][_key(moment)][reason] = messages
+    return {name: _finish(read, letters[read.staged.topic], *sizes[name]) for name, read in reads.items()}
+
+
+def _read_entity(client, staged: StagedEntity, window: dict) -> ChangesRead:
+    result = client.query(entity_sql.window_query(staged.entity), parameters={**window, "unavailable": UNAVAILABLE})
+    status = "status" if staged.entity.has_status else "CAST(NULL AS Nullable(String))"
+    summary = client.query(render_sql("queries/changes_by_window.sql", {
+        "entity": staged.name, "key": staged.entity.key, "status": status}), parameters=window).result_rows
+    versions = (client.query(entity_sql.versions_query(staged.entity), parameters=window).result_rows
+                if staged.entity.keeps_history else [])
     # An empty result has no column names (chDB): the entity's columns are the query's, in order.
-    columns = tuple(result.column_names) or entity.column_names
+    columns = tuple(result.column_names) or staged.column_names
     rows = result.result_rows
-    toast = Counter(_key(row[columns.index("committed_at")]) for row in rows if UNAVAILABLE in row)
-    letters: dict[str, dict[str, int]] = defaultdict(dict)
-    for moment, reason, messages in dead:
-        letters[_key(moment)][reason] = messages
-    by_window = {
-        _key(moment): WindowFigures(changed, deletes, dict(statuses), letters.get(_key(moment), {}),
-                                    toast[_key(moment)])
-        for moment, changed, deletes, statuses in summary
-    }
-    for key, reasons in letters.items():  # a window with dead letters and no good change
-        by_window.setdefault(key, WindowFigures(dead_letters=reasons))
-    return ChangesRead(columns, rows, by_window, int(buffer_rows), newest if buffer_rows else None)
+    at = columns.index("committed_at")
+    toast = Counter(_key(row[at]) for row in rows if UNAVAILABLE in row)
+    by_window = {_key(moment): WindowFigures(changed, deletes, dict(statuses), {}, toast[_key(moment)])
+                 for moment, changed, deletes, statuses in summary}
+    return ChangesRead(staged, columns, rows, by_window, 0, None, versions)
+
+
+def _finish(read: ChangesRead, letters: dict[str, dict[str, int]], buffer_rows: int, newest) -> ChangesRead:
+    by_window = dict(read.by_window)
+    for key, reasons in letters.items():  # a window with dead letters, with or without good changes
+        figures = by_window.get(key, WindowFigures())
+        by_window[key] = WindowFigures(figures.changed, figures.deletes, figures.statuses, reasons,
+                                       figures.unresolved_toast)
+    return ChangesRead(read.staged, read.columns, read.rows, by_window, int(buffer_rows),
+                       newest if buffer_rows else None, read.versions)
 
 
 def _key(moment: datetime) -> str:
@@ -192,40 +293,47 @@ def _key(moment: datetime) -> str:
     return key_of(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 
-def _dead_letter_check(entity: StagedEntity, key: str, dead: dict[str, int]) -> AssetCheckEvaluation:
-    threshold = dead_letter_threshold()
-    total = sum(dead.values())
-    return AssetCheckEvaluation(
-        asset_key=entity.staging_key,
-        check_name="dead_letters_within_threshold",
-        partition=key,
-        passed=total <= threshold,
-        metadata={"dead_letters": total, "threshold": threshold, "by_reason": MetadataValue.json(dead)},
-        description=f"{total} message(s) of {entity.topic} went to hrdv.dead_letters in this window",
-    )
+# --- writing them ---------------------------------------------------------------------------------
+def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_start: datetime) -> dict[str, list[str]]:
+    """Upserts every entity's changes (and history versions) in one transaction; returns per entity
+    the windows before range_start they make stale (ISO starts)."""
+    with db.connect() as conn, conn.cursor() as cur:
+        # The buffer's times are UTC without a zone attached.
+        cur.execute("SET LOCAL TIME ZONE 'UTC'")
+        return {read.staged.name: _write_entity(cur, read, range_start) for read in reads}
 
 
-def unknown_statuses(entity: StagedEntity, statuses: dict[str, int]) -> dict[str, int]:
-    """{status: changes} of a window's live changes whose status is not in known_statuses."""
-    return {status: n for status, n in sorted(statuses.items()) if status not in entity.known_statuses}
+def _copy_into_temp(cur: psycopg.Cursor, staged: StagedEntity, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+        sql.Identifier(staged.temp_table), sql.Identifier("staging", staged.name)))
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(staged.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with cur.copy(copy) as writer:
+        for row in rows:
+            writer.write_row(row)
 
 
-def _status_check(entity: StagedEntity, key: str, unknown: dict[str, int]) -> AssetCheckEvaluation:
-    # WARN, not an error: the changes are staged all the same; someone must tell the marts what
-    # the new value means (and add it to known_statuses).
-    return AssetCheckEvaluation(
-        asset_key=entity.staging_key,
-        check_name="statuses_known",
-        partition=key,
-        passed=not unknown,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"unknown": MetadataValue.json(unknown), "unknown_changes": sum(unknown.values()),
-                  "known": MetadataValue.json(list(entity.known_statuses))},
-        description=(f"{sum(unknown.values())} change(s) with a status outside the known set: "
-                     f"{unknown}" if unknown else "every status is known"),
-    )
+def _write_entity(cur: psycopg.Cursor, read: ChangesRead, range_start: datetime) -> list[str]:
+    staged = read.staged
+    if not read.rows:
+        return []
+    _copy_into_temp(cur, staged, read.columns, read.rows)
+    late = cur.execute(staged.late_windows, {"range_start": range_start, "window": WINDOW,
+                                             "origin": WINDOW_ORIGIN}).fetchall() if staged.late_windows else []
+    cur.execute(entity_sql.upsert_sql(staged.entity), {"unavailable": UNAVAILABLE})
+    if staged.entity.keeps_history:
+        cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(staged.temp_table)))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(staged.temp_table), sql.SQL(", ").join(map(sql.Identifier, read.columns)))) as writer:
+            for row in read.versions:
+                writer.write_row(row)
+        cur.execute(entity_sql.history_sql(staged.entity), {"unavailable": UNAVAILABLE})
+    cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(staged.temp_table)))
+    # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
+    return [utc(start).isoformat() for (start,) in late if start >= reporting_windows.start]
 
 
+# --- checks -----------------------------------------------------------------------------------------
 def dead_letter_threshold() -> int:
     """Dead letters a window may have before its check fails (HRDV_DEAD_LETTER_THRESHOLD)."""
     raw = os.environ.get("HRDV_DEAD_LETTER_THRESHOLD", "0")
@@ -234,40 +342,127 @@ def dead_letter_threshold() -> int:
     return int(raw)
 
 
-def _write_changes(
-    db: PostgresResource, entity: StagedEntity, columns, rows, range_start: datetime
-) -> list[str]:
-    """Upserts the changes in one transaction; returns the windows before range_start they make
-    stale (ISO starts)."""
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(entity.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+def _dead_letter_check(staged: StagedEntity, key: str, dead: dict[str, int]) -> AssetCheckEvaluation:
+    threshold = dead_letter_threshold()
+    total = sum(dead.values())
+    return AssetCheckEvaluation(
+        asset_key=staged.staging_key,
+        check_name="dead_letters_within_threshold",
+        partition=key,
+        passed=total <= threshold,
+        metadata={"dead_letters": total, "threshold": threshold, "by_reason": MetadataValue.json(dead)},
+        description=f"{total} message(s) of {staged.topic} went to hrdv.dead_letters in this window",
     )
-    with db.connect() as conn, conn.cursor() as cur:
-        # The buffer's times are UTC without a zone attached.
-        cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-                sql.Identifier(entity.temp_table), sql.Identifier("staging", entity.name)
-            )
+
+
+def unknown_statuses(staged: StagedEntity, statuses: dict[str, int]) -> dict[str, int]:
+    """{status: changes} of a window's live changes whose status is not in known_statuses."""
+    return {status: n for status, n in sorted(statuses.items()) if status not in staged.known_statuses}
+
+
+def _status_check(staged: StagedEntity, key: str, unknown: dict[str, int]) -> AssetCheckEvaluation:
+    # WARN, not an error: the changes are staged all the same; someone must tell the marts what
+    # the new value means (and add it to the entity's statuses).
+    return AssetCheckEvaluation(
+        asset_key=staged.staging_key,
+        check_name="statuses_known",
+        partition=key,
+        passed=not unknown,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"unknown": MetadataValue.json(unknown), "unknown_changes": sum(unknown.values()),
+                  "known": MetadataValue.json(list(staged.known_statuses))},
+        description=(f"{sum(unknown.values())} change(s) with a status outside the known set: "
+                     f"{unknown}" if unknown else "every status is known"),
+    )
+
+
+def _check_specs(staged: StagedEntity) -> list[AssetCheckSpec]:
+    specs = [
+        AssetCheckSpec(
+            "dead_letters_within_threshold", asset=staged.staging_key, partitions_def=reporting_windows,
+            description=(
+                "Messages of the topic that went to hrdv.dead_letters during the window stay "
+                "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
+                "changes are staged; the bad ones wait in the dead-letter table."),
+        ),
+        AssetCheckSpec(
+            "matches_source", asset=staged.staging_key, partitions_def=reporting_windows,
+            description=(
+                "Staging equals the CRM for a sample of keys: up to HRDV_DRIFT_SAMPLE keys the "
+                "window changed and as many from anywhere in staging, read from the CRM by key "
+                "through the source reader login. A row whose CRM version committed before the "
+                "run's last window ended must be staged exactly so; the ones that are not are "
+                "listed with `hrdv resync` to repair them. Not blocking."),
+        ),
+    ]
+    if staged.entity.has_status:
+        specs.append(AssetCheckSpec(
+            "statuses_known", asset=staged.staging_key, partitions_def=reporting_windows,
+            description=(
+                "Every status staged in the window is one the marts know (the entity's "
+                "statuses in hrdv/entities.py); a new value, e.g. from a CRM migration, warns with its "
+                "count per value. Not blocking: the changes are staged all the same."),
+        ))
+    return specs
+
+
+def _changed_keys(read: ChangesRead, keys: list[str]) -> dict[str, list]:
+    """Keys each window of the run changed, from the rows read (key and committed_at columns)."""
+    key_at, committed_at = 0, read.columns.index("committed_at")
+    changed: dict[str, list] = {key: [] for key in keys}
+    names: dict[int, str] = {}  # window number -> key: key_of per row would cost 3 µs each
+    for row in read.rows:
+        moment = row[committed_at].replace(tzinfo=timezone.utc)
+        number = (moment - WINDOW_ORIGIN) // WINDOW
+        window = names.get(number) or names.setdefault(number, key_of(moment))
+        if window in changed:
+            changed[window].append(row[key_at])
+    return changed
+
+
+def _drift_checks(reads: list[ChangesRead], keys: list[str], hrdv_db: PostgresResource,
+                  source_db: PostgresResource) -> Iterator[AssetCheckEvaluation]:
+    """One matches_source evaluation per entity and window, with one connection to each side."""
+    size = drift.sample_size()
+    horizon = window_of(keys[-1]).end
+    try:
+        with hrdv_db.connect() as db, source_db.connect() as source:
+            for read in reads:
+                yield from _drift_of(read, keys, db, source, size, horizon)
+    except psycopg.Error as error:  # the windows are staged; say why they could not be compared
+        for read in reads:
+            for key in keys:
+                yield AssetCheckEvaluation(
+                    asset_key=read.staged.staging_key, check_name="matches_source", partition=key,
+                    passed=False, severity=AssetCheckSeverity.WARN,
+                    description=f"could not compare with the CRM (HRDV_SOURCE_DSN): {error}".strip())
+
+
+def _drift_of(read: ChangesRead, keys: list[str], db, source, size: int, horizon: datetime):
+    staged = read.staged
+    samples = drift.window_samples(_changed_keys(read, keys), drift.random_staged_keys(db, staged.name, size), size)
+    everything = sorted({k for ids in samples.values() for k in ids})
+    columns = drift.compared_columns(source, staged.name, staged.column_names)
+    staged_rows = drift.staged_rows(db, staged.name, columns, everything)
+    crm = drift.source_rows(source, staged.name, columns, everything, staged.changed_at)
+    for key in keys:
+        report = drift.judge(samples[key], staged_rows, crm, columns, horizon)
+        yield AssetCheckEvaluation(
+            asset_key=staged.staging_key, check_name="matches_source", partition=key,
+            passed=not report.drifted, severity=AssetCheckSeverity.WARN,
+            description=(f"{len(report.drifted)} of {report.judged} judged rows differ from the CRM"
+                         if report.drifted else f"{report.judged} judged rows equal the CRM"),
+            metadata=report.metadata(staged.name),
         )
-        with cur.copy(copy) as writer:
-            for row in rows:
-                writer.write_row(row)
-        late = cur.execute(
-            sql_text(entity.late_windows),
-            {"range_start": range_start, "window": WINDOW, "origin": WINDOW_ORIGIN},
-        ).fetchall()
-        cur.execute(sql_text(entity.upsert), {"unavailable": UNAVAILABLE})
-    # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
-    return [utc(start).isoformat() for (start,) in late if start >= reporting_windows.start]
 
 
-def _staging_metadata(entity: StagedEntity, key: str, figures: WindowFigures) -> dict:
+# --- the asset ---------------------------------------------------------------------------------------
+def _staging_metadata(staged: StagedEntity, key: str, figures: WindowFigures) -> dict:
     """A window's own figures: what a run of this window alone would report."""
     return {
         **window_text(window_of(key)),
         "dagster/row_count": figures.changed,
-        "dagster/table_name": f"hrdv.staging.{entity.name}",
+        "dagster/table_name": f"hrdv.staging.{staged.name}",
         "deletes": figures.deletes,
         "dead_letters": sum((figures.dead_letters or {}).values()),
         # TOAST placeholders the buffer could not resolve: staging kept its old text.
@@ -275,165 +470,112 @@ def _staging_metadata(entity: StagedEntity, key: str, figures: WindowFigures) ->
     }
 
 
-def _checks(entity: StagedEntity) -> list[AssetCheckSpec]:
-    return [
-        AssetCheckSpec(
-            "dead_letters_within_threshold",
-            asset=entity.staging_key,
-            partitions_def=reporting_windows,
-            description=(
-                "Messages of the topic that went to hrdv.dead_letters during the window stay "
-                "within HRDV_DEAD_LETTER_THRESHOLD (default 0). Not blocking: the good "
-                "changes are staged; the bad ones wait in the dead-letter table."
-            ),
-        ),
-        AssetCheckSpec(
-            "matches_source",
-            asset=entity.staging_key,
-            partitions_def=reporting_windows,
-            description=(
-                "Staging equals the CRM for a sample of keys: up to HRDV_DRIFT_SAMPLE keys the "
-                "window changed and as many from anywhere in staging, read from the CRM by key "
-                "through the source reader login. A row whose CRM version committed before the "
-                "run's last window ended must be staged exactly so; the ones that are not are "
-                "listed with `hrdv resync` to repair them. Not blocking."
-            ),
-        ),
-        AssetCheckSpec(
-            "statuses_known",
-            asset=entity.staging_key,
-            partitions_def=reporting_windows,
-            description=(
-                "Every status staged in the window is one the marts know (the entity's "
-                "known_statuses); a new value, e.g. from a CRM migration, warns with its count "
-                "per value. Not blocking: the changes are staged all the same."
-            ),
-        ),
-    ]
+def _selected(context: AssetExecutionContext, entities: list[StagedEntity]) -> list[StagedEntity]:
+    chosen = context.selected_asset_keys
+    return [s for s in entities if s.staging_key in chosen or s.history_key in chosen]
 
 
-def _changed_keys(read: "ChangesRead", keys: list[str]) -> dict[str, list[int]]:
-    """Ids each window of the run changed, from the rows read (id and committed_at columns)."""
-    id_at, committed_at = read.columns.index("id"), read.columns.index("committed_at")
-    changed: dict[str, list[int]] = {key: [] for key in keys}
-    names: dict[int, str] = {}  # window number -> key: key_of per row would cost 3 µs each
-    for row in read.rows:
-        moment = row[committed_at].replace(tzinfo=timezone.utc)
-        number = (moment - WINDOW_ORIGIN) // WINDOW
-        window = names.get(number) or names.setdefault(number, key_of(moment))
-        if window in changed:
-            changed[window].append(row[id_at])
-    return changed
-
-
-def _drift_checks(entity: StagedEntity, read: "ChangesRead", keys: list[str], hrdv_db: PostgresResource,
-                  source_db: PostgresResource) -> Iterator[AssetCheckEvaluation]:
-    """One matches_source evaluation per window, from one read of each side."""
-    size = drift.sample_size()
-    horizon = window_of(keys[-1]).end
-    try:
-        with hrdv_db.connect() as db, source_db.connect() as source:
-            samples = drift.window_samples(_changed_keys(read, keys),
-                                           drift.random_staged_keys(db, entity.name, size), size)
-            everything = sorted({k for ids in samples.values() for k in ids})
-            columns = drift.compared_columns(source, entity.name, entity.column_names)
-            staged = drift.staged_rows(db, entity.name, columns, everything)
-            crm = drift.source_rows(source, entity.name, columns, everything, entity.changed_at)
-    except psycopg.Error as error:  # the windows are staged; say why they could not be compared
+def _report(context: AssetExecutionContext, read: ChangesRead, keys: list[str], late: list[str],
+            run_figures: dict) -> None:
+    staged = read.staged
+    targets = [k for k in (staged.staging_key, staged.history_key) if k in context.selected_asset_keys]
+    for target in targets:
         for key in keys:
-            yield AssetCheckEvaluation(
-                asset_key=entity.staging_key, check_name="matches_source", partition=key,
-                passed=False, severity=AssetCheckSeverity.WARN,
-                description=f"could not compare with the CRM (HRDV_SOURCE_DSN): {error}".strip())
-        return
+            figures = read.by_window.get(key, WindowFigures())
+            metadata = _staging_metadata(staged, key, figures)
+            if target == staged.history_key:
+                metadata |= {"dagster/table_name": f"hrdv.staging.{staged.name}_history",
+                             "versions_in_run": len(read.versions)}
+            context.add_asset_metadata({**metadata, **run_figures}, asset_key=target, partition_key=key)
+    if staged.staging_key in targets:
+        # Windows whose marts are stale until recomputed: the late-change sensor reads this list
+        # (sensors/late_changes.py), on the run's last window. Capped: metadata must stay small.
+        context.add_asset_metadata({"late_window_count": len(late),
+                                    "late_windows": MetadataValue.json(late[:MAX_LISTED_WINDOWS])},
+                                   asset_key=staged.staging_key, partition_key=keys[-1])
+        if late:
+            context.log.warning(f"{staged.name}: {len(late)} earlier window(s) changed after their run: {late[:10]}")
+
+
+def _window_checks(context: AssetExecutionContext, read: ChangesRead, keys: list[str]) -> Iterator:
+    staged, wanted = read.staged, context.selected_asset_check_keys
     for key in keys:
-        report = drift.judge(samples[key], staged, crm, columns, horizon)
-        yield AssetCheckEvaluation(
-            asset_key=entity.staging_key, check_name="matches_source", partition=key,
-            passed=not report.drifted, severity=AssetCheckSeverity.WARN,
-            description=(f"{len(report.drifted)} of {report.judged} judged rows differ from the CRM"
-                         if report.drifted else f"{report.judged} judged rows equal the CRM"),
-            metadata=report.metadata(entity.name),
-        )
+        figures = read.by_window.get(key, WindowFigures())
+        if AssetCheckKey(staged.staging_key, "dead_letters_within_threshold") in wanted:
+            yield _dead_letter_check(staged, key, figures.dead_letters or {})
+        if AssetCheckKey(staged.staging_key, "statuses_known") in wanted:
+            yield _status_check(staged, key, unknown_statuses(staged, figures.statuses or {}))
 
 
-def _staging_asset(entity: StagedEntity):
+def build_staging_asset(entities: list[StagedEntity]):
+    """One multi-asset staging every entity of `entities` (a subset when only some are selected)."""
+    specs = [_staging_spec(s) for s in entities] + [_history_spec(s) for s in entities if s.history_key]
+
     @multi_asset(
-        name=f"stage_{entity.name}",
-        specs=[AssetSpec(
-            key=entity.staging_key,
-            deps=[entity.buffer_key],
-            partitions_def=reporting_windows,
-            group_name=entity.name,
-            owners=OWNERS,
-            kinds={"postgres"},
-            description=entity.description,
-            metadata={"dagster/table_name": f"hrdv.staging.{entity.name}",
-                      "dagster/column_schema": TableSchema(columns=list(entity.columns))},
-        )],
-        check_specs=_checks(entity),
+        name=STAGING_ASSET,
+        specs=specs,
+        check_specs=[spec for s in entities for spec in _check_specs(s)],
         backfill_policy=BackfillPolicy.single_run(),
         # Check results are per window, yielded as evaluations: no check output is required.
         can_subset=True,
         pool=CLICKHOUSE_POOL,
         retry_policy=PASSING_FAILURES,
+        description="Stages every selected CRM entity for the run's windows: one ClickHouse session, "
+                    "one PostgreSQL transaction.",
     )
-    def staging(
+    def stage_crm(
         context: AssetExecutionContext,
         clickhouse: ClickHouseResource,
         hrdv_db: PostgresResource,
         source_db: PostgresResource,
         kafka: KafkaResource,
     ):
+        selected = _selected(context, entities)
         keys = requested_keys(context)
-        complete_until = require_complete(kafka, [entity.topic], keys[-1])
+        topics = [s.topic for s in selected]
+        complete_until = require_complete(kafka, topics, keys[-1])
         started = time.monotonic()
-        lag = sum(p.lag for p in kafka.lag([entity.topic]))
+        lag = sum(p.lag for p in kafka.lag(topics))
         start, end = window_of(keys[0]).start, window_of(keys[-1]).end
-        read = _read_changes(clickhouse, entity, start, end)
+        reads = read_changes(clickhouse, selected, start, end)
         read_s = time.monotonic() - started
-        late_windows = _write_changes(hrdv_db, entity, read.columns, read.rows, start)
-        if late_windows:
-            context.log.warning(
-                f"{len(late_windows)} earlier window(s) changed after their run: {late_windows[:10]}"
-            )
-        run_figures = {
-            "windows_in_run": len(keys),
-            "kafka_lag_at_run_start": lag,
-            "run_read_s": round(read_s, 3),
-            "run_duration_s": round(time.monotonic() - started, 3),
-        }
-        for key in keys:
-            context.add_asset_metadata(
-                {**_staging_metadata(entity, key, read.by_window.get(key, WindowFigures())), **run_figures},
-                partition_key=key,
-            )
-        # Windows whose marts are stale until recomputed: the late-change sensor reads this list
-        # (sensors/late_changes.py), on the run's last window. Capped: metadata must stay small.
-        context.add_asset_metadata(
-            {"late_window_count": len(late_windows),
-             "late_windows": MetadataValue.json(late_windows[:MAX_LISTED_WINDOWS])},
-            partition_key=keys[-1],
-        )
-        context.log.info(f"staged {len(read.rows)} {entity.name} changes for {len(keys)} window(s) "
-                         f"{keys[0]}..{keys[-1]}")
+        late = write_changes(hrdv_db, reads.values(), start)
+        run_figures = {"windows_in_run": len(keys), "entities_in_run": len(selected),
+                       "kafka_lag_at_run_start": lag, "run_read_s": round(read_s, 3),
+                       "run_duration_s": round(time.monotonic() - started, 3)}
+        for read in reads.values():
+            _report(context, read, keys, late[read.staged.name], run_figures)
+        context.log.info(f"staged {sum(len(r.rows) for r in reads.values())} changes of {len(selected)} "
+                         f"entities for {len(keys)} window(s) {keys[0]}..{keys[-1]} in "
+                         f"{run_figures['run_duration_s']} s")
         # Check results before the materialisations: a run that dies in between leaves its
         # windows unpublished (requested again), never published with checks that never reported.
-        for key in keys:
-            figures = read.by_window.get(key, WindowFigures())
-            yield _dead_letter_check(entity, key, figures.dead_letters or {})
-            yield _status_check(entity, key, unknown_statuses(entity, figures.statuses or {}))
-        if drift.sample_size():
-            yield from _drift_checks(entity, read, keys, hrdv_db, source_db)
-        yield MaterializeResult(asset_key=entity.staging_key)
-        yield AssetObservation(asset_key=entity.buffer_key, metadata={
-            "dagster/row_count": read.buffer_rows,
-            "newest_commit": MetadataValue.text(read.newest_commit.isoformat() if read.newest_commit else "-"),
-            "complete_until": MetadataValue.text(complete_until),
-        })
+        for read in reads.values():
+            yield from _window_checks(context, read, keys)
+        wanted = context.selected_asset_check_keys
+        drift_reads = [r for r in reads.values() if AssetCheckKey(r.staged.staging_key, "matches_source") in wanted]
+        if drift.sample_size() and drift_reads:
+            yield from _drift_checks(drift_reads, keys, hrdv_db, source_db)
+        for read in reads.values():
+            yield from _results(context, read, complete_until)
 
-    return staging
+    return stage_crm
 
 
-def build_cdc_assets(entity: StagedEntity) -> list:
-    return [_topic_spec(entity), _buffer_spec(entity), _staging_asset(entity)]
+def _results(context: AssetExecutionContext, read: ChangesRead, complete_until: str) -> Iterator:
+    staged = read.staged
+    for target in (staged.staging_key, staged.history_key):
+        if target in context.selected_asset_keys:
+            yield MaterializeResult(asset_key=target)
+    yield AssetObservation(asset_key=staged.buffer_key, metadata={
+        "dagster/row_count": read.buffer_rows,
+        "newest_commit": MetadataValue.text(read.newest_commit.isoformat() if read.newest_commit else "-"),
+        "complete_until": MetadataValue.text(complete_until),
+    })
+
+
+def build_cdc_assets(entities: Iterable[StagedEntity] = STAGED.values()) -> list:
+    """Topic and buffer specs of every entity, and the one staging multi-asset."""
+    entities = list(entities)
+    return [*(_topic_spec(s) for s in entities), *(_buffer_spec(s) for s in entities),
+            build_staging_asset(entities)]

@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from hrdv.sql import sql_text
-from hrdv_assets.cdc import OWNERS, StagedEntity, build_cdc_assets
+from hrdv_assets.cdc import OWNERS, STAGED
 from hrdv_assets.windows import (
     PASSING_FAILURES,
     closed_keys,
@@ -45,41 +45,10 @@ from hrdv_assets.windows import (
 from partitions import WINDOW, key_of, reporting_windows, window_of
 from resources.postgres import PostgresResource
 
-INTERACTIONS = StagedEntity(
-    name="interactions",
-    columns=(
-        TableColumn("id", "bigint", "CRM interaction id"),
-        TableColumn("customer_id", "bigint"),
-        TableColumn("channel_code", "text", "call, chat, web ..."),
-        TableColumn("region_code", "text", "federal subject, e.g. RU-MOW"),
-        TableColumn("topic_code", "text"),
-        TableColumn("queue_code", "text"),
-        TableColumn("direction", "text"),
-        TableColumn("status", "text", "new, assigned, in_progress / in_work, closed, reopened"),
-        TableColumn("operator_id", "integer"),
-        TableColumn("subject", "text"),
-        TableColumn("channel_detail", "text", "sub-channel (CRM migration 001)"),
-        TableColumn("created_at", "timestamptz"),
-        TableColumn("first_response_at", "timestamptz"),
-        TableColumn("closed_at", "timestamptz"),
-        TableColumn("resolved_on_first_contact", "boolean"),
-        TableColumn("updated_at", "timestamptz"),
-        TableColumn("is_deleted", "boolean", "deleted in the CRM; the row keeps its last values"),
-        TableColumn("lsn", "numeric", "source LSN of the staged version: only a higher one replaces it"),
-        TableColumn("committed_at", "timestamptz", "CRM commit time of the staged version"),
-    ),
-    # The lifecycle new -> assigned -> in_progress -> closed (-> reopened), and 'in_work', the
-    # name CRM migration 001 gives in_progress (rows staged before it keep the old name).
-    known_statuses=("new", "assigned", "in_progress", "in_work", "closed", "reopened"),
-    window_query="clickhouse/queries/interaction_changes_in_window.sql",
-    upsert="postgres/staging_interactions_upsert.sql",
-    late_windows="postgres/staging_interactions_late_windows.sql",
-    description=(
-        "Operational store staging.interactions: the latest state of every CRM interaction. "
-        "A partition upserts the interactions whose changes were committed in the CRM during "
-        "its window (latest version per id by LSN; deletes flagged)."
-    ),
-)
+# The entity as described in hrdv/entities.py. What differs from the shared staging: its own
+# late-window rule (sql/postgres/staging_interactions_late_windows.sql: only the changes that move
+# a figure of mart.interaction_kpi list a window), and the mart below.
+INTERACTIONS = STAGED["interactions"]
 
 MART_KEY = AssetKey(["mart", "mart_interaction_kpi"])
 MART_TABLE = "mart.interaction_kpi"
@@ -312,4 +281,4 @@ def recompute_interaction_kpi(context: OpExecutionContext, config: RecomputeConf
         yield AssetMaterialization(asset_key=MART_KEY, partition=key, metadata=published.metadata[key])
 
 
-interaction_assets = [*build_cdc_assets(INTERACTIONS), mart_interaction_kpi]
+interaction_assets = [mart_interaction_kpi]

@@ -67,7 +67,7 @@ from dagster._core.storage.tags import (
 from partitions import WINDOW, WindowRefused, closed_window, contiguous_ranges, reporting_windows, window_of
 from resources.kafka import GRACE, KafkaResource, PartitionLag, offsets_behind
 
-__all__ = ["GRACE", "WindowCursor", "Plan", "advance", "plan_windows", "build_window_sensor"]
+__all__ = ["GRACE", "WindowCursor", "ObservedTopic", "Plan", "advance", "plan_windows", "build_window_sensor"]
 
 # Within a tick, how often and how long to wait for the consumer group to pass a fresh barrier:
 # the ingestor commits every few hundred ms, so this saves a whole tick (5-10 s) per window.
@@ -225,8 +225,25 @@ def published_windows(instance: DagsterInstance, keys: Iterable[AssetKey]) -> se
     return set.intersection(*map(set, sets)) if sets else set()
 
 
-def observations(topic_key: AssetKey, buffer_key: AssetKey, lags: list[PartitionLag],
-                 heartbeat: datetime | None, frontier: str | None) -> list[AssetObservation]:
+@dataclass(frozen=True)
+class ObservedTopic:
+    """A data topic the barrier covers, and the topic and buffer assets it is observed on."""
+
+    topic: str
+    topic_key: AssetKey
+    buffer_key: AssetKey
+
+
+def observations(observed: Iterable[ObservedTopic], lags: list[PartitionLag], heartbeat: datetime | None,
+                 frontier: str | None) -> list[AssetObservation]:
+    """Each topic's and buffer's figures: end offsets, newest heartbeat, consumer lag, completeness."""
+    return [event for each in observed for event in
+            _observations(each.topic_key, each.buffer_key,
+                          [lag for lag in lags if lag.topic == each.topic], heartbeat, frontier)]
+
+
+def _observations(topic_key: AssetKey, buffer_key: AssetKey, lags: list[PartitionLag],
+                  heartbeat: datetime | None, frontier: str | None) -> list[AssetObservation]:
     ends = {lag.name: lag.end_offset for lag in lags}
     return [
         AssetObservation(asset_key=topic_key, metadata={
@@ -242,24 +259,27 @@ def observations(topic_key: AssetKey, buffer_key: AssetKey, lags: list[Partition
     ]
 
 
-def build_window_sensor(job: JobDefinition, topic: str, topic_key: AssetKey, buffer_key: AssetKey,
-                        published_by: list[AssetKey], name: str):
+def build_window_sensor(job: JobDefinition, observed: list[ObservedTopic], published_by: list[AssetKey],
+                        name: str):
+    """The lag sensor of `job`: its barrier covers every topic of `observed` (all data topics)."""
+    topics = [each.topic for each in observed]
+
     @sensor(
         name=name,
         job=job,
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Publishes every closed reporting window once every CRM change committed before its end "
-            "is in the ClickHouse buffer (Debezium heartbeat barrier + consumer group offsets); "
+            f"Publishes every closed reporting window once every CRM change committed before its end "
+            f"({len(topics)} data topics) is in the ClickHouse buffers (Debezium heartbeat barrier + consumer group offsets); "
             "requests again windows whose runs died, ranges of windows as one run; observes the "
             "topic and the buffer (see sensors/kafka_lag.py)."
         ),
     )
     def window_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
-        lags = kafka.lag([topic])
+        lags = kafka.lag(topics)
         heartbeat = kafka.latest_heartbeat()
-        end_offsets = {f"{t}[{p}]": o for (t, p), o in kafka.end_offsets([topic]).items()}
+        end_offsets = {f"{t}[{p}]": o for (t, p), o in kafka.end_offsets(topics).items()}
         cursor = WindowCursor.parse(context.cursor)
         now = datetime.now(timezone.utc)
         published = published_windows(context.instance, published_by)
@@ -269,11 +289,11 @@ def build_window_sensor(job: JobDefinition, topic: str, topic_key: AssetKey, buf
             if plan.ranges or plan.cursor.barrier_heartbeat is None:
                 break
             time.sleep(CONFIRM_PAUSE_S)
-            lags = kafka.lag([topic])
+            lags = kafka.lag(topics)
             plan = plan_windows(plan.cursor, lags, heartbeat, end_offsets, published, in_flight)
         events = []
         if plan.cursor.observed_at is None or now - _dt(plan.cursor.observed_at) >= OBSERVE_EVERY:
-            events = observations(topic_key, buffer_key, lags, heartbeat, plan.cursor.frontier)
+            events = observations(observed, lags, heartbeat, plan.cursor.frontier)
             plan.cursor.observed_at = now.isoformat()
         if plan.exhausted:
             context.log.error(plan.reason)

@@ -21,7 +21,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from hrdv.definitions import defs
 from hrdv.settings import Settings
-from hrdv_assets.cdc import _read_changes, _write_changes
+from hrdv_assets.cdc import STAGED, build_cdc_assets, read_changes, write_changes
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
 from partitions import WINDOW
 from resources.clickhouse import ClickHouseResource
@@ -46,10 +46,11 @@ INSERT_INTERACTION_SQL = """
     FROM customers c ORDER BY c.id LIMIT 1"""
 
 
-def stage(settings: Settings, start: datetime, end: datetime) -> None:
-    """Staging's read of the buffer and its upsert over [start, end), with the asset's functions."""
-    read = _read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), INTERACTIONS, start, end)
-    _write_changes(PostgresResource(dsn=settings.hrdv_dsn), INTERACTIONS, read.columns, read.rows, start)
+def stage(settings: Settings, start: datetime, end: datetime, entities=(INTERACTIONS,)) -> dict[str, list[str]]:
+    """Staging's read of the buffer and its upsert over [start, end), with the asset's functions;
+    returns the late windows per entity."""
+    reads = read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), entities, start, end)
+    return write_changes(PostgresResource(dsn=settings.hrdv_dsn), reads.values(), start)
 
 
 def stage_since(settings: Settings, since: datetime) -> None:
@@ -62,7 +63,7 @@ def backfill(instance: DagsterInstance, first_key: str, last_key: str):
     """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded and
     returns Dagster's result."""
     result = materialize(
-        interaction_assets, instance=instance, resources=resources(),
+        [*build_cdc_assets(), *interaction_assets], instance=instance, resources=resources(),
         selection=[INTERACTIONS.staging_key, MART_KEY],
         tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
     )

@@ -49,7 +49,7 @@ class SensorDriver:
     def __init__(self, settings, instance: DagsterInstance) -> None:
         self.settings = settings
         self.instance = instance
-        self.sensor = defs.get_sensor_def("interactions_kafka_lag_sensor")
+        self.sensor = defs.get_sensor_def("crm_kafka_lag_sensor")
         self.cursor: str | None = None
         self.requested: list[tuple[str, datetime]] = []  # (window, when requested)
         self.late_windows: set[str] = set()

@@ -172,7 +172,7 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
         "2030-01-01-00:00": ["'2030-01-01-00:00'", "is in the future", "only closed windows are published"],
         open_key: [f"'{open_key}'", "is still open", "closes in"],
     }
-    runs = {key: client.submit_job_execution("interactions_windows", tags={"dagster/partition": key})
+    runs = {key: client.submit_job_execution("crm_windows", tags={"dagster/partition": key})
             for key in cases}
     for key, words in cases.items():
         run = dagster.wait_run(runs[key])
@@ -182,7 +182,7 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
     assert _mart_count(settings, open_key) == 0, "the open window reached the mart"
     # A key that does not parse never becomes a run: Dagster refuses it at launch, naming it.
     with pytest.raises(DagsterGraphQLClientError) as refused:
-        client.submit_job_execution("interactions_windows", tags={"dagster/partition": "2026-11-26 11:07"})
+        client.submit_job_execution("crm_windows", tags={"dagster/partition": "2026-11-26 11:07"})
     assert "'2026-11-26 11:07' does not match format '%Y-%m-%d-%H:%M" in str(refused.value)
     assert run_windows({"dagster/partition": open_key}) == []
 
@@ -197,7 +197,7 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
         key = key_of(_now())
         time.sleep(max(0.0, (window_of(key).end - _now()).total_seconds()) + 2)
         graphql_run = dagster.wait_run(client.submit_job_execution(
-            "interactions_windows", tags={"dagster/partition": key}))
+            "crm_windows", tags={"dagster/partition": key}))
         cli = _cli_materialize(settings, key)
         for text in (dagster.failure_text(graphql_run.run_id), cli.stdout + cli.stderr):
             assert f"window '{key}' ends at" in text and "may not all be in ClickHouse yet" in text, text[-2000:]
@@ -235,7 +235,7 @@ def test_an_asset_backfill_and_a_job_backfill_at_once(dagster: Dagster) -> None:
     keys = [_closed_key(n) for n in range(8, 0, -1)]  # 8 closed windows, the last ones written
     began = _now()
     asset_backfill = dagster.api.asset_backfill(keys, [INTERACTIONS.staging_key, MART_KEY])
-    job_backfill = dagster.api.job_backfill(keys[2:], "interactions_windows")
+    job_backfill = dagster.api.job_backfill(keys[2:], "crm_windows")
     for backfill_id in (asset_backfill, job_backfill):
         status = dagster.api.wait_backfill(backfill_id, WAIT_S)
         assert status in ("COMPLETED", "COMPLETED_SUCCESS"), f"backfill {backfill_id}: {status}"

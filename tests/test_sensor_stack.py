@@ -31,7 +31,7 @@ pytestmark = pytest.mark.stack
 def test_sensor_waits_for_the_buffer_then_requests_each_closed_window(stack) -> None:
     settings = stack
     kafka = KafkaResource.of_stack(settings)
-    sensor = defs.get_sensor_def("interactions_kafka_lag_sensor")
+    sensor = defs.get_sensor_def("crm_kafka_lag_sensor")
     instance = DagsterInstance.ephemeral()
     cursor: str | None = None
     dying: set[str] = set()  # windows whose next run dies before publishing

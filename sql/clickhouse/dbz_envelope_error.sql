@@ -6,7 +6,8 @@
 -- group and alert on). The row image is `after` for c/r/u and `before` for d (with REPLICA
 -- IDENTITY DEFAULT a delete's `before` carries only the key). `source_table` is the CRM table the
 -- queue's topic carries: an event of another table (a misrouted topic, Debezium's heartbeat table)
--- is rejected rather than parsed into the wrong buffer. `key_columns` is that table's primary key.
+-- is rejected rather than parsed into the wrong buffer. `key_column` is that table's primary key
+-- and `key_type` the JSON type Debezium writes for it ('Int64' for bigint keys, 'String' for codes).
 --
 -- 'oversized' (dbz_max_message_bytes) is checked first, on the byte length alone, so a huge value
 -- is never parsed. 'empty value': a zero-byte (not null) value; a null value is a tombstone and
@@ -23,7 +24,7 @@
 -- CREATE OR REPLACE rather than IF NOT EXISTS: re-applying the schema updates the rule. ClickHouse
 -- expands SQL functions when a view is created, so apply_schema re-creates the views after the
 -- functions (see interactions_intake_mv.sql).
-CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, image, source_table, key_columns) -> multiIf(
+CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, image, source_table, key_column, key_type) -> multiIf(
     length(message) > dbz_max_message_bytes(), 'oversized',
     length(message) = 0, 'empty value',
     NOT isValidUTF8(message), 'not UTF-8',
@@ -36,11 +37,11 @@ CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, image, source_ta
     JSONExtractString(message, 'source', 'table') != source_table, 'wrong source.table',
     JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'before', 'after')) != 'Object',
         'row image missing',
-    JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'before', 'after'), 'id') != 'Int64',
-        'key id missing or not an integer',
+    JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'before', 'after'), key_column) != key_type,
+        concat('key ', key_column, ' missing or not ', if(key_type = 'Int64', 'an integer', 'a string')),
     JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'after', 'before')) != 'Null'
         AND JSONExtractString(message, 'op') != 'u',
         'op disagrees with its images',
-    dbz_key_error(image, key, key_columns) != '', dbz_key_error(image, key, key_columns),
+    dbz_key_error(image, key, [key_column]) != '', dbz_key_error(image, key, [key_column]),
     dbz_source_error(message)
 )

@@ -13,7 +13,7 @@ SELECT
     _key       AS raw_key
 FROM
 (
-    SELECT *, dbz_envelope_error(message, _key, dbz_row_image(message), 'debezium_heartbeat', ['id']) AS reason
-    FROM hrdv.debezium_heartbeat_queue
+    SELECT *, dbz_envelope_error(message, _key, dbz_row_image(message, 'id'), 'debezium_heartbeat', 'id', 'Int64') AS reason
+    FROM hrdv.debezium_heartbeat_intake
 )
 WHERE reason != ''

@@ -20,7 +20,7 @@ FROM
         reason                      AS previous_reason,
         raw_message,
         raw_key,
-        dbz_row_image(raw_message)  AS image
+        dbz_row_image(raw_message, '${key}') AS image
     FROM hrdv.dead_letters FINAL
     WHERE topic = {topic:String}
       AND ({reason:String} = '' OR reason = {reason:String})
