@@ -25,8 +25,8 @@ from _stack import fresh_stack, stop_stack  # noqa: E402
 import psycopg  # noqa: E402
 from dagster import DagsterInstance, materialize  # noqa: E402
 
-from hrdv.definitions import defs  # noqa: E402
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets  # noqa: E402
+from hrdv.definitions import ASSETS, defs  # noqa: E402
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY  # noqa: E402
 from partitions import reporting_windows, window_of  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
 
@@ -105,7 +105,7 @@ def main() -> None:
             with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
                 conn.execute("TRUNCATE staging.interactions, mart.interaction_kpi")
             began = time.monotonic()
-            result = materialize(interaction_assets, partition_key=key, resources=resources,
+            result = materialize(ASSETS, partition_key=key, resources=resources,
                                  instance=DagsterInstance.ephemeral(),
                                  selection=[INTERACTIONS.staging_key, MART_KEY])
             timings.append(time.monotonic() - began)

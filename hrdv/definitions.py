@@ -30,6 +30,8 @@ _settings = load()
 # monitoring fails it (a dead worker is failed within seconds by hrdv.run_launcher's health check).
 WINDOW_RUN_TAGS = {"dagster/max_runtime": "600"}
 
+# Every asset: topic, buffer and staging of each CRM entity (hrdv/entities.py), and the marts.
+ASSETS = [*build_cdc_assets(STAGED.values()), *interaction_assets]
 # Every windowed asset: the staging (and history) of every CRM entity, and the marts.
 WINDOWED = [key for staged in STAGED.values() for key in (staged.staging_key, staged.history_key) if key]
 
@@ -52,7 +54,7 @@ def interaction_kpi_recompute() -> None:
 
 
 defs = Definitions(
-    assets=[*build_cdc_assets(STAGED.values()), *interaction_assets],
+    assets=ASSETS,
     jobs=[crm_windows, interaction_kpi_recompute],
     sensors=[
         build_window_sensor(

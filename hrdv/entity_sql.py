@@ -37,6 +37,7 @@ def _values(entity: Entity) -> dict[str, object]:
         "key_type": "Int64" if entity.key_is_integer else "String",
         "key_json_type": "Int64" if entity.key_is_integer else "String",
         "columns": [column.name for column in entity.staged],
+        "all_columns": list(staged_columns(entity)),
         "toasted": [column.name for column in entity.staged if column.toastable],
         "temp": temp_table(entity),
     }

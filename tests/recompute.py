@@ -19,10 +19,10 @@ import psycopg
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from hrdv.definitions import defs
+from hrdv.definitions import ASSETS, WINDOWED, defs
 from hrdv.settings import Settings
 from hrdv_assets.cdc import STAGED, build_cdc_assets, read_changes, write_changes
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY
 from partitions import WINDOW
 from resources.clickhouse import ClickHouseResource
 from resources.postgres import PostgresResource
@@ -63,8 +63,8 @@ def backfill(instance: DagsterInstance, first_key: str, last_key: str):
     """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded and
     returns Dagster's result."""
     result = materialize(
-        [*build_cdc_assets(), *interaction_assets], instance=instance, resources=resources(),
-        selection=[INTERACTIONS.staging_key, MART_KEY],
+        ASSETS, instance=instance, resources=resources(),
+        selection=[*WINDOWED, MART_KEY],
         tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
     )
     assert result.success, f"backfill {first_key}...{last_key} failed"

@@ -33,8 +33,8 @@ from recompute import (
 )
 
 from hrdv import generator
-from hrdv.definitions import defs
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY, interaction_assets
+from hrdv.definitions import ASSETS, WINDOWED, defs
+from hrdv_assets.interactions import INTERACTIONS, MART_KEY
 from partitions import window_of
 from resources.kafka import KafkaResource
 from sensors.kafka_lag import run_windows
@@ -91,9 +91,9 @@ class SensorDriver:
 
     def run(self, request) -> None:
         result = materialize(
-            interaction_assets, partition_key=request.partition_key, instance=self.instance,
+            ASSETS, partition_key=request.partition_key, instance=self.instance,
             resources=resources(), tags=request.tags,
-            selection=[INTERACTIONS.staging_key, MART_KEY],
+            selection=[*WINDOWED, MART_KEY],
         )
         assert result.success
         checks = result.get_asset_check_evaluations()
