@@ -1,6 +1,8 @@
 """The Debezium PostgreSQL connector on Kafka Connect: registration, status, source offsets.
 
-The config is stack/debezium-crm.json with ${placeholders} filled from the settings. The
+The config is stack/debezium-crm.json with ${placeholders} filled from the settings, plus what
+comes from hrdv/entities.py: table.include.list (every entity's table and the heartbeat table) and
+column.exclude.list (personal data, dropped by Debezium before anything is written to Kafka). The
 password never enters the file or Connect's config topic: it is written to a 0600 file in
 $HRDV_HOME/conf and referenced through the worker's FileConfigProvider, so the REST API (which
 echoes connector configs) shows only `${file:...}`.
@@ -17,12 +19,16 @@ import psycopg
 import requests
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from hrdv import entities
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import process
 from hrdv.stack.process import StackError
 
 CONFIG_TEMPLATE = REPO_ROOT / "stack" / "debezium-crm.json"
 PASSWORD_KEY = "database.password"
+# Debezium's signal table (sql/crm/schema.sql). Debezium adds it to its table filter by itself, so
+# it is in the publication but not in table.include.list.
+SIGNAL_TABLE = "public.debezium_signal"
 
 
 def publication_name(settings: Settings) -> str:
@@ -35,8 +41,9 @@ def _template() -> dict[str, str]:
 
 
 def captured_tables() -> list[str]:
-    """The tables Debezium captures, schema-qualified: the config's table.include.list."""
-    return [name.strip() for name in _template()["table.include.list"].split(",")]
+    """The tables Debezium captures, schema-qualified (the config's table.include.list): every
+    entity of hrdv/entities.py and the heartbeat table."""
+    return entities.captured_tables()
 
 
 def unavailable_placeholder() -> str:
@@ -68,6 +75,14 @@ def connector_config(settings: Settings) -> dict[str, str]:
         "publication_name": publication_name(settings),
     }
     config = {key: Template(str(value)).substitute(values) for key, value in _template().items()}
+    # Regular expressions matched against whole names; a plain name matches itself (a dot also
+    # matches any character, which no other CRM name can exploit).
+    config["table.include.list"] = ",".join(captured_tables())
+    # schema.table.column of every personal-data column: Debezium leaves them out of the
+    # snapshot's SELECT, the incremental snapshot's chunk queries and every streamed event.
+    config["column.exclude.list"] = ",".join(entities.excluded_columns())
+    config["signal.data.collection"] = SIGNAL_TABLE
+    config["signal.enabled.channels"] = "source"
     config[PASSWORD_KEY] = f"${{file:{_secrets_file(settings)}:{PASSWORD_KEY}}}"
     return config
 
