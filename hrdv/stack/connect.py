@@ -1,14 +1,25 @@
 """The Debezium PostgreSQL connector on Kafka Connect: registration, status, source offsets.
 
-The config is stack/debezium-crm.json with ${placeholders} filled from the settings. The
+The config is stack/debezium-crm.json with ${placeholders} filled from the settings, plus what
+comes from hrdv/entities.py: table.include.list (every entity's table and the heartbeat table) and
+column.exclude.list (personal data, dropped by Debezium before anything is written to Kafka). The
 password never enters the file or Connect's config topic: it is written to a 0600 file in
 $HRDV_HOME/conf and referenced through the worker's FileConfigProvider, so the REST API (which
 echoes connector configs) shows only `${file:...}`.
+
+Upgrade in place: Debezium snapshots only when a connector has no offsets, so a table added to the
+include list of a running connector would stream its future changes but never its existing rows.
+put_connector notes which captured tables Debezium has never sent (new_tables) and, once the
+connector streams with the new config, request_snapshots asks for an incremental snapshot of
+exactly those through the signal table (SIGNAL_TABLE, signal.data.collection).
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -17,12 +28,16 @@ import psycopg
 import requests
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from hrdv import entities
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import process
 from hrdv.stack.process import StackError
 
 CONFIG_TEMPLATE = REPO_ROOT / "stack" / "debezium-crm.json"
 PASSWORD_KEY = "database.password"
+# Debezium's signal table (sql/crm/schema.sql). Debezium adds it to its table filter by itself, so
+# it is in the publication but not in table.include.list.
+SIGNAL_TABLE = "public.debezium_signal"
 
 
 def publication_name(settings: Settings) -> str:
@@ -35,8 +50,9 @@ def _template() -> dict[str, str]:
 
 
 def captured_tables() -> list[str]:
-    """The tables Debezium captures, schema-qualified: the config's table.include.list."""
-    return [name.strip() for name in _template()["table.include.list"].split(",")]
+    """The tables Debezium captures, schema-qualified (the config's table.include.list): every
+    entity of hrdv/entities.py and the heartbeat table."""
+    return entities.captured_tables()
 
 
 def unavailable_placeholder() -> str:
@@ -68,6 +84,14 @@ def connector_config(settings: Settings) -> dict[str, str]:
         "publication_name": publication_name(settings),
     }
     config = {key: Template(str(value)).substitute(values) for key, value in _template().items()}
+    # Regular expressions matched against whole names; a plain name matches itself (a dot also
+    # matches any character, which no other CRM name can exploit).
+    config["table.include.list"] = ",".join(captured_tables())
+    # schema.table.column of every personal-data column: Debezium leaves them out of the
+    # snapshot's SELECT, the incremental snapshot's chunk queries and every streamed event.
+    config["column.exclude.list"] = ",".join(entities.excluded_columns())
+    config["signal.data.collection"] = SIGNAL_TABLE
+    config["signal.enabled.channels"] = "source"
     config[PASSWORD_KEY] = f"${{file:{_secrets_file(settings)}:{PASSWORD_KEY}}}"
     return config
 
@@ -76,19 +100,166 @@ def _url(settings: Settings, suffix: str = "") -> str:
     return f"{settings.connect_url}/connectors/{settings.connector_name}{suffix}"
 
 
-def put_connector(settings: Settings) -> tuple[str, Any]:
+@dataclass
+class Registration:
+    """What one PUT of the config did, and what is left to do once the connector streams."""
+
+    verb: str                   # registered | updated
+    since: Any                  # the database's now() before the PUT (see wait_streaming)
+    new: list[str] = field(default_factory=list)  # captured tables Debezium has never sent
+    restarts: bool = True       # the PUT changed the config, so Connect restarts the task
+    old_pid: int | None = None  # the slot's walsender before the PUT (the old task's)
+    new_pid: int | None = None  # a walsender seen after the PUT, and when (_new_task_streams)
+    new_pid_seen: Any = None
+
+
+def put_connector(settings: Settings) -> Registration:
     """Create or update the connector (PUT is idempotent) without waiting for it.
 
-    Returns ("registered" | "updated", the database's now() taken before the PUT): the `since`
-    that wait_streaming and streaming_state take as proof of a fresh heartbeat.
+    Returns the Registration: "registered" | "updated", the database's now() taken before the PUT
+    (the `since` that wait_streaming and streaming_state take as proof of a fresh heartbeat), and
+    the tables whose existing rows request_snapshots must still have read.
     """
     _write_secret(settings)
+    registered = _registered_config(settings)
+    sent = tables_sent(settings, registered)
+    if sent is not None and not _state_path(settings).exists():
+        _record_sent(settings, sent)  # before the PUT replaces the config it was read from
+    new = new_tables(captured_tables(), sent)
+    # A PUT that changes the config restarts the task: the signal must wait for a new walsender.
+    # An unchanged config restarts nothing (the task runs with it already): any streaming will do.
+    changed = registered is None or {k: v for k, v in registered.items() if k != "name"} \
+        != connector_config(settings)
+    old_pid = _walsender_pid(settings)
     since = _db_now(settings)
     response = _put_config(settings)
     if response.status_code not in (200, 201):
         raise StackError(f"connect: PUT {_url(settings, '/config')} answered "
                          f"{response.status_code}: {response.text[:2000]}")
-    return ("registered" if response.status_code == 201 else "updated"), since
+    if sent is None:
+        # A new connector: its initial snapshot reads every captured table (and is redone from
+        # the start if interrupted), so all of them count as sent.
+        _record_sent(settings, captured_tables())
+    elif new:
+        print(f"connector: {len(new)} new tables, incremental snapshot to be requested once it "
+              f"streams: {', '.join(new)}", flush=True)
+    return Registration("registered" if response.status_code == 201 else "updated", since, new,
+                        changed, old_pid)
+
+
+# --- tables added to a running capture: the incremental snapshot --------------------------------
+# Which tables are new? The record kept here is the list of tables whose rows Debezium has sent or
+# been asked to send (_state_path, under $HRDV_HOME beside the broker's data that holds the
+# connector's offsets), written only AFTER the signal asking for them is committed. Comparing the
+# connector's registered config (GET /connectors/NAME/config) with the new one would lose the new
+# tables for good if `up` died between the PUT and the signal: the next `up` would find the new
+# config already registered. The registered config serves only as the starting point of a stack
+# from before this record (its include list is what its initial snapshot read), and a connector
+# that is not registered at all is new: its initial snapshot reads everything.
+# Known limit: a connector deleted by hand (DELETE /connectors/NAME) keeps its offsets in Connect's
+# offsets topic; registered again it resumes without a snapshot while this code takes it for new.
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.home / "conf" / "debezium-tables-sent.json"
+
+
+def _registered_config(settings: Settings) -> dict[str, str] | None:
+    """GET /connectors/NAME/config; None if the connector is not registered."""
+    response = requests.get(_url(settings, "/config"), timeout=10)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
+
+
+def tables_sent(settings: Settings, config: dict[str, str] | None = None) -> list[str] | None:
+    """The captured tables whose existing rows Debezium has sent (initial snapshot) or was asked
+    to send (incremental snapshot signal); None if the connector is not registered (new).
+    `config`: the registered config, if already fetched."""
+    config = _registered_config(settings) if config is None else config
+    if config is None:
+        return None
+    if _state_path(settings).exists():
+        return json.loads(_state_path(settings).read_text())["tables"]
+    return [name.strip() for name in config.get("table.include.list", "").split(",") if name.strip()]
+
+
+def new_tables(captured: list[str], sent: list[str] | None) -> list[str]:
+    """The captured tables whose rows Debezium has never sent, in capture order: none for a new
+    connector (sent is None: its initial snapshot reads them all)."""
+    if sent is None:
+        return []
+    done = set(sent)
+    return [table for table in captured if table not in done]
+
+
+def _record_sent(settings: Settings, tables: list[str]) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps({"tables": sorted(set(tables))}, indent=1) + "\n")
+    os.replace(scratch, path)  # atomic: a crash leaves the old record or the new one
+
+
+def _walsender_pid(settings: Settings) -> int | None:
+    """The pid of the backend streaming the connector's slot (None if none streams)."""
+    with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                           [settings.slot_name]).fetchone()
+    return row[0] if row else None
+
+
+def _new_task_streams(settings: Settings, registration: Registration) -> bool:
+    """Does a task started after the PUT stream? A signal read by the old task (old config: no
+    signal table, the new tables filtered out) would be skipped and lost, and Connect stops the
+    old task only some time after the PUT. Proof: the slot is streamed by a walsender other than
+    the one before the PUT, and a heartbeat was committed after we first saw that walsender
+    (Debezium writes heartbeats from its streaming loop only). Call repeatedly: the first call
+    that sees the new walsender only notes when. (pg_stat_replication.backend_start would say when
+    it connected, but only to a superuser or pg_read_all_stats: the owner sees NULL.)"""
+    with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT active_pid, now() FROM pg_replication_slots WHERE slot_name = %s",
+                           [settings.slot_name]).fetchone()
+        if row is None or row[0] is None:
+            return False
+        pid, now = row
+        if not registration.restarts:  # config unchanged: the running task has it already
+            registration.new_pid, registration.new_pid_seen = pid, registration.since
+        elif pid == registration.old_pid:
+            return False
+        if pid != registration.new_pid:
+            registration.new_pid, registration.new_pid_seen = pid, now
+            return False
+        return bool(conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM public.debezium_heartbeat WHERE id = 1 AND ts > %s)",
+            [registration.new_pid_seen]).fetchone()[0])
+
+
+def send_snapshot_signal(settings: Settings, tables: list[str]) -> str:
+    """Insert an execute-snapshot signal (incremental) for `tables`; returns its id."""
+    signal_id = f"hrdv-{uuid.uuid4()}"
+    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {SIGNAL_TABLE} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
+                     [signal_id, data])
+    return signal_id
+
+
+def request_snapshots(settings: Settings, registration: Registration) -> bool:
+    """Once a task with the new config streams, ask Debezium for an incremental snapshot of the
+    registration's new tables and record them as sent. True when nothing is left to do; False
+    while the new task does not stream yet (call again)."""
+    if not registration.new:
+        return True
+    if not _new_task_streams(settings, registration):
+        return False
+    signal_id = send_snapshot_signal(settings, registration.new)
+    _record_sent(settings, [*(tables_sent(settings) or []), *registration.new])
+    print(f"connector: {len(registration.new)} new tables, incremental snapshot requested: "
+          f"{', '.join(registration.new)} (signal {signal_id})", flush=True)
+    registration.new = []
+    return True
 
 
 class _Rebalancing(Exception):
@@ -115,10 +286,21 @@ def _put_config(settings: Settings) -> requests.Response:
 def register_connector(settings: Settings, timeout: float = 120) -> None:
     """Create or update the connector, then wait until it really streams."""
     began = time.monotonic()
-    verb, since = put_connector(settings)
-    wait_streaming(settings, since, timeout)
-    print(f"connect: connector {settings.connector_name} {verb}, streaming after "
+    registration = put_connector(settings)
+    wait_streaming(settings, registration.since, timeout)
+    if registration.new:
+        _wait_for(lambda: request_snapshots(settings, registration), began + timeout,
+                  f"connect: no task of connector {settings.connector_name} streams with the new "
+                  f"config after {timeout:.0f} s; incremental snapshot of {registration.new} not requested")
+    print(f"connect: connector {settings.connector_name} {registration.verb}, streaming after "
           f"{time.monotonic() - began:.1f} s", flush=True)
+
+
+def _wait_for(done: Any, deadline: float, message: str) -> None:
+    while not done():
+        if time.monotonic() > deadline:
+            raise StackError(message)
+        time.sleep(0.25)
 
 
 def states(status: dict[str, Any]) -> list[str]:

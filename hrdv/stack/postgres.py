@@ -18,9 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from hrdv import entities
 from hrdv.crm import reference
 from hrdv.settings import REPO_ROOT, Login, Settings
-from hrdv.stack.connect import captured_tables, publication_name
+from hrdv.stack.connect import SIGNAL_TABLE, captured_tables, publication_name
 from hrdv.stack.process import StackError, log_tail
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -261,16 +262,41 @@ def _hand_over_tables(conn: psycopg.Connection, owner: str) -> None:
             sql.Identifier(owner)))
 
 
+def _table(name: str) -> sql.Identifier:
+    return sql.Identifier(*name.split("."))
+
+
+def _columns_only(role: str) -> sql.Composable:
+    """For each captured table holding personal data: REVOKE SELECT on it, then GRANT SELECT on
+    every column but the personal ones (hrdv.entities), so `role` can never read them."""
+    statements = [
+        sql.SQL("REVOKE SELECT ON {table} FROM {role}; GRANT SELECT ({columns}) ON {table} TO {role};").format(
+            table=_table(entity.table), role=sql.Identifier(role),
+            columns=sql.SQL(", ").join(sql.Identifier(column.name) for column in entity.staged))
+        for entity in entities.ENTITIES if entity.personal
+    ]
+    return sql.SQL("\n").join(statements)
+
+
 def _grant_debezium(conn: psycopg.Connection, settings: Settings) -> None:
-    """Debezium's publication (made by the owner of its tables) and sql/crm/grants.sql."""
-    tables = sql.SQL(", ").join(sql.Identifier(*name.split(".")) for name in captured_tables())
+    """Debezium's publication (made by the owner of its tables) and sql/crm/grants.sql.
+
+    The publication holds the captured tables (hrdv.entities via connect.captured_tables(), the
+    connector's table.include.list) and Debezium's signal table: Debezium reads signals from the
+    stream, so its table must be published although it is not in table.include.list. SET TABLE
+    makes an existing publication follow the list (tables added to ENTITIES join it on the next
+    start; `hrdv up` then has their existing rows read, see hrdv/stack/connect.py)."""
+    tables = sql.SQL(", ").join(_table(name) for name in captured_tables())
+    published = sql.SQL(", ").join(_table(name) for name in [*captured_tables(), SIGNAL_TABLE])
     publication = sql.Identifier(publication_name(settings))
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
                           [publication_name(settings)]).fetchone()
     statement = "ALTER PUBLICATION {} SET TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
-    conn.execute(sql.SQL(statement).format(publication, tables))
-    apply_grants(conn, GRANTS_CRM, debezium=settings.debezium.user, tables=tables)
-    apply_grants(conn, GRANTS_SOURCE_READER, reader=settings.source_reader.user, tables=tables)
+    conn.execute(sql.SQL(statement).format(publication, published))
+    apply_grants(conn, GRANTS_CRM, debezium=settings.debezium.user, tables=tables,
+                 columns_only=_columns_only(settings.debezium.user))
+    apply_grants(conn, GRANTS_SOURCE_READER, reader=settings.source_reader.user, tables=tables,
+                 columns_only=_columns_only(settings.source_reader.user))
 
 
 def apply_grants(conn: psycopg.Connection, path: Path, **names: str | sql.Composable) -> None:

@@ -53,6 +53,8 @@ class Plan:
     components: list[Component]
     started: dict[str, Outcome] = field(default_factory=dict)
     since: Any = None  # database time before the connector's PUT (proof of a fresh heartbeat)
+    # The PUT's outcome: tables new to the capture wait there for their incremental snapshot.
+    registration: connect.Registration | None = None
 
 
 def _short(error: BaseException) -> str:
@@ -167,6 +169,9 @@ class ConnectorDoctor:
     def __call__(self) -> tuple[bool, str]:
         status = connect.connector_health(self.settings)
         ok, detail = connect.streaming_state(self.settings, self.plan.since, status)
+        if ok and self.plan.registration is not None \
+                and not connect.request_snapshots(self.settings, self.plan.registration):
+            return False, "RUNNING, waiting for the task with the new config to stream"
         if ok:
             return True, detail + (f" after {', '.join(self.actions)}" if self.actions else "")
         self._heal(connect.states(status))
@@ -218,8 +223,9 @@ def plan_for(settings: Settings, *, init_stores: Callable[[], None],
     plan = Plan([])
 
     def put_connector() -> str:
-        verb, plan.since = connect.put_connector(settings)
-        return verb
+        plan.registration = connect.put_connector(settings)
+        plan.since = plan.registration.since
+        return plan.registration.verb
 
     def service(name: str) -> Component:
         probe = ((lambda: _webserver_healthy(settings)) if name == "dagster-webserver"

@@ -1,6 +1,6 @@
 -- CRM source schema (the operator's CRM, as far as the walking skeleton needs it).
--- Debezium captures public.interactions and public.debezium_heartbeat; the reference tables give
--- the interactions' codes their meaning and keep the generator's data referentially sound.
+-- Debezium captures every table of hrdv/entities.py (ENTITIES) and public.debezium_heartbeat, without
+-- the personal-data columns; public.debezium_signal is its signal table.
 
 CREATE TABLE IF NOT EXISTS regions (
     code        text PRIMARY KEY,          -- e.g. 'RU-MOW'
@@ -61,6 +61,18 @@ CREATE INDEX IF NOT EXISTS interactions_closed_at_idx ON interactions (closed_at
 CREATE TABLE IF NOT EXISTS debezium_heartbeat (
     id integer PRIMARY KEY,
     ts timestamptz NOT NULL
+);
+
+-- Debezium's signal table (signal.data.collection): `hrdv up` inserts an `execute-snapshot` row
+-- here to have tables newly added to the capture read in full (an incremental snapshot), and
+-- Debezium inserts its snapshot-window-open/close watermarks. Debezium requires exactly these three
+-- columns, in this order. It is in the publication (Debezium reads signals from the stream) but
+-- not in table.include.list (Debezium includes its signal table by itself); its change events go
+-- to <prefix>.public.debezium_signal, a topic the ingestor does not subscribe to.
+CREATE TABLE IF NOT EXISTS debezium_signal (
+    id text PRIMARY KEY,
+    type text NOT NULL,
+    data text
 );
 
 -- ===========================================================================================
