@@ -324,3 +324,16 @@ def test_new_reference_rows_carry_the_crms_clock(reference_runs) -> None:
                              (max(run["before"]["employees"]),)).fetchone()
     assert run["began"] <= customers[0] <= customers[1] <= ended
     assert run["began"] <= hired[0] <= hired[1] <= ended
+
+
+def test_restart_keeps_the_reference_changes(reference_runs) -> None:
+    """The stack re-applies sql/crm/reference_data.sql on every start: it must not undo the
+    CRM's own changes to queues, branches and service areas."""
+    from hrdv.crm import reference
+
+    run = reference_runs[1]
+    with psycopg.connect(run["dsn"], autocommit=True) as conn:
+        reference.apply(conn)
+    again = _reference_rows(run["dsn"])
+    for table in ("queues", "branches", "service_areas"):
+        assert again[table] == run["after"][table], table
