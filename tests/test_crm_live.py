@@ -337,3 +337,27 @@ def test_restart_keeps_the_reference_changes(reference_runs) -> None:
     again = _reference_rows(run["dsn"])
     for table in ("queues", "branches", "service_areas"):
         assert again[table] == run["after"][table], table
+
+
+def test_reference_changes_on_a_crm_with_customers_only(crm_cluster) -> None:
+    """`hrdv up` without history: customers only (no branch, tariff, contact person or employee).
+    Reference changes still find something to do and keep the CRM sound."""
+    from hrdv import generator
+    from hrdv.crm import reference
+    from hrdv.stack import postgres
+
+    with postgres.admin_connect(crm_cluster) as admin:
+        admin.execute("DROP DATABASE IF EXISTS crm_customers_only WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE crm_customers_only OWNER {crm_cluster.pg_user}")
+    dsn = crm_cluster.pg_dsn("crm_customers_only")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reference.apply_schema_and_reference(conn)
+        generator.seed_customers(conn, 300)
+    stats = live.run_live(dsn, rate=4000, max_changes=1000, seed=2, behaviour=REF_FAST, start=START,
+                          progress_every=60)
+    assert stats.actions["customers.insert"] > 0 and stats.actions["employees.insert"] > 0
+    assert stats.actions["contact_persons.update"] > 0  # of the contact persons sign-ups brought
+    with psycopg.connect(dsn) as conn:
+        found = {name: conn.execute(query).fetchone()[0] for name, query in REFERENCE_VIOLATIONS.items()
+                 if "primary" not in name and "queue" not in name}  # seeded customers have none
+    assert found == {name: 0 for name in found}

@@ -220,7 +220,7 @@ class Stats:
                 f"{rate:.0f} changes/s")
 
     def reference_summary(self) -> str:
-        """'reference 52 (1.3 %): customers 25, contact_persons 18, ...' (rows changed)."""
+        """'reference changes 52 (1.3%): customers 25, contact_persons 18, ...' (rows)."""
         tables: Counter = Counter()
         for key, n in self.actions.items():
             if key.split(".")[0] in REFERENCE_TABLES:
@@ -228,7 +228,7 @@ class Stats:
         total = sum(tables.values())
         share = total / self.changes if self.changes else 0.0
         listed = ", ".join(f"{table} {tables[table]}" for table in REFERENCE_TABLES if tables[table])
-        return f"reference {total} ({share:.1%})" + (f": {listed}" if listed else "")
+        return f"reference changes {total} ({share:.1%})" + (f": {listed}" if listed else "")
 
 
 class Simulator:
