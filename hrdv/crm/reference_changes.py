@@ -188,7 +188,10 @@ def load_state(conn: psycopg.Connection, customers: list[Customer]) -> Reference
 
 
 def _insert_sorted(items: list, item: Any, key: Callable[[Any], Any]) -> None:
-    items.insert(bisect.bisect_left([key(i) for i in items], key(item)), item)
+    if not items or key(items[-1]) < key(item):
+        items.append(item)  # the common case: a new (highest) id
+    else:
+        bisect.insort(items, item, key=key)
 
 
 def _other(rng: random.Random, choices: list[str], current: str | None) -> str | None:
@@ -251,7 +254,7 @@ class ReferenceChanges:
         contact = Contact(cid, customer, primary, self.rng.random() < 0.65,
                           has_email and self.rng.random() < 0.45, has_email)
         self.s.contacts.setdefault(customer, []).append(contact)
-        if self.s.owners[-1:] != [customer]:
+        if len(self.s.contacts[customer]) == 1:  # a new owner
             _insert_sorted(self.s.owners, customer, key=lambda i: i)
         email = f"client{cid}@{self.rng.choice(MAIL_DOMAINS)}" if has_email else None
         return (INSERT_CONTACT, dict(id=cid, customer=customer, name=name, phone=phone(self.rng),
