@@ -140,7 +140,8 @@ class Behaviour:
       customer_close_share    status changes of an active customer that close the account at
                               once instead of suspending it.
       suspended_pick_share    status changes that settle a suspended customer (when there is
-                              one) rather than touch an active one.
+                              one) rather than touch an active one. Above
+                              (1 - it) x (1 - customer_close_share), so suspensions do not pile up.
       resume_share            settled suspensions that end active again (else closed).
       email_share             contact persons with an e-mail address.
       operator_move_mix       what an operator's move changes: skill_group, site, shift.
@@ -238,7 +239,7 @@ class Behaviour:
         "B2C": 0.90, "VIP": 0.06, "SOHO": 0.04})
     second_contact_share: float = 0.4
     customer_close_share: float = 0.15
-    suspended_pick_share: float = 0.4
+    suspended_pick_share: float = 0.5
     resume_share: float = 0.75
     email_share: float = 0.7
     operator_move_mix: dict[str, float] = field(default_factory=lambda: {
