@@ -263,9 +263,11 @@ class ReferenceChanges:
 
     def _customer_tariff(self, ts: datetime | None) -> list[Statement]:
         customer = self._customer(lambda c: c.status != "closed")
+        if customer is None:
+            return []
         weights = {t: w for t, w in reference.TARIFF_MIX.items()
-                   if t in self.s.tariffs and customer is not None and t != customer.tariff}
-        if customer is None or not weights:
+                   if t in self.s.tariffs and t != customer.tariff}
+        if not weights:
             return []
         customer.tariff = bh.pick(self.rng, weights)
         return [(SET_CUSTOMER["tariff_code"], dict(id=customer.id, value=customer.tariff))]
@@ -288,9 +290,10 @@ class ReferenceChanges:
 
     def _customer_segment(self, ts: datetime | None) -> list[Statement]:
         customer = self._customer(lambda c: c.status != "closed")
-        weights = {k: w for k, w in self.b.customer_segment_mix.items()
-                   if customer is not None and k != customer.segment}
-        if customer is None or not weights:
+        if customer is None:
+            return []
+        weights = {k: w for k, w in self.b.customer_segment_mix.items() if k != customer.segment}
+        if not weights:
             return []
         customer.segment = bh.pick(self.rng, weights)
         return [(SET_CUSTOMER["segment"], dict(id=customer.id, value=customer.segment))]
