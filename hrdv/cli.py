@@ -325,18 +325,27 @@ def status() -> None:
 @click.option("--customers", type=click.IntRange(min=1), default=None,
               help="first make sure the CRM has this many customers (without history)")
 @click.option("--seed", default=1, show_default=True, help="same seed, same sequence of changes")
+@click.option("--reference-share", type=click.FloatRange(min=0, max=1), default=None,
+              help="live, replay: share of steps that change a customer, contact person, employee, "
+                   "queue, branch or service area (default 0.01: about 1.3 % of all changes)")
 def generate(mode: str, rate: float, duration: float | None, max_changes: int | None, day,
-             speedup: float, customers: int | None, seed: int) -> None:
-    """Write CRM changes: interactions, work orders and claims through their lifecycles."""
+             speedup: float, customers: int | None, seed: int, reference_share: float | None) -> None:
+    """Write CRM changes: interactions, work orders and claims through their lifecycles, and now
+    and then customers, contact persons, employees, queues, branches and service areas."""
+    import dataclasses
     from datetime import date
 
     from hrdv.crm import live
+    from hrdv.crm.behaviour import Behaviour
 
     settings = load()
     if customers:
         with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
             generator.seed_customers(conn, customers=customers, seed=seed)
     target = settings.crm_dsn.rsplit("@", 1)[-1]
+    behaviour = Behaviour()
+    if reference_share is not None:
+        behaviour = dataclasses.replace(behaviour, reference_change_share=reference_share)
     try:
         if mode == "simple":
             click.echo(f"generator (simple): {rate} changes/s into {target}")
@@ -344,11 +353,13 @@ def generate(mode: str, rate: float, duration: float | None, max_changes: int | 
             click.echo(f"generator: done, {stats.changes} changes in {stats.transactions} transactions")
         elif mode == "live":
             click.echo(f"generator (live): {rate} changes/s into {target}")
-            live.run_live(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed)
+            live.run_live(settings.crm_dsn, rate=rate, duration=duration, max_changes=max_changes, seed=seed,
+                          behaviour=behaviour)
         else:
             played = day.date() if day else date.today()
             click.echo(f"generator (replay): {played} at {speedup}x into {target}")
-            live.run_replay(settings.crm_dsn, played, speedup=speedup, seed=seed, max_changes=max_changes)
+            live.run_replay(settings.crm_dsn, played, speedup=speedup, seed=seed, max_changes=max_changes,
+                            behaviour=behaviour)
     except KeyboardInterrupt:
         return
 

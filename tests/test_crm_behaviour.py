@@ -182,3 +182,89 @@ def test_scaled_compresses_durations_not_curves() -> None:
 
 def test_changes_per_interaction_is_plausible() -> None:
     assert 4 < bh.expected_changes_per_interaction(B) < 7
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference changes (hrdv.crm.reference_changes) on a small synthetic CRM, without a database
+# ------------------------------------------------------------------------------------------------
+
+def test_reference_change_defaults() -> None:
+    assert abs(sum(bh.REFERENCE_CHANGE_MIX.values()) - 1) < 1e-9
+    assert set(B.reference_change_mix) == set(bh.REFERENCE_CHANGE_KINDS)
+    assert 0 < B.reference_change_share <= 0.05  # a few per cent of the steps
+    with pytest.raises(ValueError):
+        Behaviour(reference_change_mix={"customer_signup": 1.0, "bogus": 1.0})
+    with pytest.raises(ValueError):
+        Behaviour(reference_change_share=1.5)
+
+
+def _synthetic_refs(rng: random.Random, b: Behaviour):
+    """Two regions (A: two branches of two areas each, B: one branch), 300 customers with one
+    or two contact persons, operators in three skill groups and an office, engineers."""
+    from hrdv.crm import live
+    from hrdv.crm import reference_changes as rc
+
+    branches = {"A-B1": ("A1", "A"), "A-B2": ("A2", "A"), "B-B1": ("B1", "B")}
+    areas = {f"{br}-S{i}": (f"S{i}", br) for br in branches for i in (1, 2)}
+    customers = [rc.Customer(i, "A" if i % 3 else "B", "A-B1" if i % 3 else "B-B1", "inet_100",
+                             "suspended" if i % 25 == 0 else "active", "B2C") for i in range(1, 301)]
+    contacts = {c.id: [rc.Contact(2 * c.id + k, c.id, k == 0, False, False, k == 0)
+                       for k in range(1 + c.id % 2)] for c in customers}
+    groups = ["call_tech", "call_billing", "call_general", "office_general"]
+    employees = [rc.Employee(i, "operator", "Офис" if g.startswith("office") else f"КЦ {i % 2}",
+                             g, "A", None, "day") for i, g in enumerate(groups * 3, start=1)]
+    employees += [rc.Employee(100 + i, "engineer", None, None, "A" if i % 2 else "B", area, "day")
+                  for i, area in enumerate(sorted(areas))]
+    state = rc.ReferenceState(customers, contacts, [e for e in employees if e.role == "operator"],
+                              [e for e in employees if e.role == "engineer"], {"A": 3.0, "B": 7.0},
+                              {"A": "Область А", "B": "Край Б"}, branches, areas,
+                              ["inet_100", "inet_500", "tv_basic"],
+                              {"q_call_tech": "call", "q_call_billing": "call", "q_call": "call",
+                               "q_office": "office"})
+    crm = live.Crm(regions={"A": (200.0, 3.0), "B": (100.0, 7.0)},
+                   customers={r: [c for c in customers if c.region == r] for r in "AB"},
+                   topics={}, channels=set(), queues={"q_call_tech": "call_tech",
+                                                      "q_call_billing": "call_billing",
+                                                      "q_call": "call_general", "q_office": "office_general"},
+                   operators={g: [(e.id, e.shift, 3.0) for e in employees if e.skill_group == g] for g in groups},
+                   areas_by_branch={br: sorted(a for a, (_, b2) in areas.items() if b2 == br) for br in branches},
+                   areas_by_region={"A": sorted(a for a in areas if a.startswith("A")),
+                                    "B": sorted(a for a in areas if a.startswith("B"))},
+                   engineers_by_area={e.area: [e.id] for e in employees if e.area},
+                   engineers_by_region={r: [e.id for e in employees if e.area and e.region == r] for r in "AB"})
+    next_ids = {"customers": 301, "contact_persons": 1000, "employees": 200}
+
+    def new_id(table: str) -> int:
+        next_ids[table] += 1
+        return next_ids[table] - 1
+
+    return crm, state, rc.ReferenceChanges(crm, state, b, rng, new_id)
+
+
+def test_reference_changes_follow_their_mix_and_keep_the_crm_sound() -> None:
+    from hrdv.crm import live
+
+    rng = random.Random(4)
+    crm, state, refs = _synthetic_refs(rng, B)
+    steps = 20_000
+    due = sum(refs.due() for _ in range(steps))
+    assert due / steps == pytest.approx(B.reference_change_share, rel=0.25)
+    statements = [st for _ in range(4000) for st in refs.change(None)]
+    actions = Counter(live.action_of(text) for text, _ in statements)  # as the driver counts
+    assert actions["customers.insert"] == pytest.approx(4000 * 0.18, rel=0.15)
+    assert actions["contact_persons.insert"] == pytest.approx(4000 * 0.18 * 1.4, rel=0.15)
+    assert set(actions) == {f"{t}.update" for t in live.REFERENCE_TABLES} | {
+        "customers.insert", "contact_persons.insert", "contact_persons.delete", "employees.insert"}
+    # soundness: one primary contact each; branches keep areas; engineers stay in their region
+    assert all(sum(c.primary for c in cs) == 1 for cs in state.contacts.values() if cs)
+    assert all(crm.areas_by_branch[b] for b in state.branches)
+    for engineer in state.engineers:
+        assert state.branches[state.areas[engineer.area][1]][1] == engineer.region
+    for customer in state.customers:
+        assert customer.branch is None or state.branches[customer.branch][1] == customer.region
+    assert all(crm.operators[crm.queues[q]] for q in crm.queues)  # every queue has staff
+    # the same seed gives the same statements
+    again = _synthetic_refs(random.Random(4), B)[2]
+    for _ in range(steps):
+        again.due()
+    assert [st for _ in range(4000) for st in again.change(None)] == statements

@@ -7,9 +7,11 @@ claims through their states.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 import psycopg
@@ -24,6 +26,10 @@ FAST = bh.scaled(bh.Behaviour(claim_share=0.2, claim_delay_median_s=1800, reopen
                               reopen_median_s=1800, correction_share=0.2, test_record_share=0.02,
                               incidents_per_day=20), 1 / 3600)
 
+# Every kind of reference change, often enough that each shows in ~2 000 changes.
+REF_FAST = dataclasses.replace(FAST, reference_change_share=0.25,
+                               reference_change_mix={kind: 1.0 for kind in bh.REFERENCE_CHANGE_KINDS})
+
 SNAPSHOT = {  # what must repeat exactly; live timestamps are the CRM's clock, so not those
     "interactions": "id, customer_id, channel_code, region_code, topic_code, queue_code, status, "
                     "operator_id, subject, previous_interaction_id, reopen_count, "
@@ -32,13 +38,26 @@ SNAPSHOT = {  # what must repeat exactly; live timestamps are the CRM's clock, s
                    "status, reassign_count, postpone_count",
     "claims": "id, customer_id, interaction_id, category, amount_claimed, status, outcome",
 }
+REFERENCE_SNAPSHOT = {  # table -> (key, columns): what reference changes touch (and personal data)
+    "customers": ("id", "id, full_name, region_code, segment, branch_code, tariff_code, status"),
+    "contact_persons": ("id", "id, customer_id, full_name, phone, email, consent_sms, consent_email, "
+                              "is_primary"),
+    "employees": ("id", "id, full_name, role, site, skill_group, region_code, service_area_code, "
+                        "specialisation, shift"),
+    "queues": ("code", "code, skill_group, routing_rule::text"),
+    "branches": ("code", "code, name, region_code"),
+    "service_areas": ("code", "code, name, branch_code"),
+}
 
 
 def _snapshot(dsn: str, with_times: bool = False) -> dict[str, list[tuple]]:
     with psycopg.connect(dsn) as conn:
-        return {table: conn.execute(f"SELECT {'*' if with_times else columns} FROM {table} "
-                                    "ORDER BY id").fetchall()
-                for table, columns in SNAPSHOT.items()}
+        facts = {table: conn.execute(f"SELECT {'*' if with_times else columns} FROM {table} "
+                                     "ORDER BY id").fetchall()
+                 for table, columns in SNAPSHOT.items()}
+        return facts | {table: conn.execute(f"SELECT {'*' if with_times else columns} FROM {table} "
+                                            f"ORDER BY {key}").fetchall()
+                        for table, (key, columns) in REFERENCE_SNAPSHOT.items()}
 
 
 def test_live_same_seed_same_changes(fresh_crm) -> None:
@@ -56,18 +75,25 @@ def test_live_same_seed_same_changes(fresh_crm) -> None:
 
 
 def test_replay_same_seed_same_rows_and_times(fresh_crm) -> None:
-    b = bh.Behaviour(contacts_per_customer_day=0.4)
+    b = bh.Behaviour(contacts_per_customer_day=0.4, reference_change_share=0.05)
     first, second = fresh_crm(), fresh_crm()
     for dsn in (first, second):
-        live.run_replay(dsn, REPLAY_DAY, speedup=math.inf, seed=9, behaviour=b,
-                        changes_per_transaction=50, progress_every=60)
+        stats = live.run_replay(dsn, REPLAY_DAY, speedup=math.inf, seed=9, behaviour=b,
+                                changes_per_transaction=50, progress_every=60)
     assert _snapshot(first, with_times=True) == _snapshot(second, with_times=True)
     day_start = datetime.combine(REPLAY_DAY, datetime.min.time(), live.MOSCOW)
     with psycopg.connect(first) as conn:
         low, high, n = conn.execute("SELECT min(created_at), max(updated_at), count(*) FROM interactions "
                                     "WHERE created_at >= %s", (day_start,)).fetchone()
+        new = conn.execute("""SELECT min(t), max(t), count(*) FROM (
+            SELECT registered_at AS t FROM customers WHERE registered_at >= %(day)s
+            UNION ALL SELECT hired_at FROM employees WHERE hired_at >= %(day)s) x""",
+                           {"day": day_start}).fetchone()
     assert n > 500
     assert day_start <= low and (high - day_start).total_seconds() <= 86400  # backdated, in the day
+    # reference changes too, at simulated instants of the day (sign-ups and hires show them)
+    assert stats.actions["customers.insert"] > 0 and stats.actions["customers.update"] > 0
+    assert new[2] > 0 and day_start <= new[0] and (new[1] - day_start).total_seconds() <= 86400
     _assert_lifecycle_order(first)
 
 
@@ -165,3 +191,173 @@ def _assert_lifecycle_order(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         found = {name: conn.execute(query).fetchone()[0] for name, query in VIOLATIONS.items()}
     assert found == {name: 0 for name in VIOLATIONS}
+
+
+# --- reference entities: customers, contact persons, employees, queues, branches, service areas --
+
+def _reference_rows(dsn: str) -> dict[str, dict]:
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        return {table: {row[key]: row for row in conn.execute(f"SELECT {columns} FROM {table}")}
+                for table, (key, columns) in REFERENCE_SNAPSHOT.items()}
+
+
+@pytest.fixture(scope="module")
+def reference_runs(crm_cluster) -> list[dict]:
+    """Two live runs of 2 000 changes with the same seed, every kind of reference change
+    frequent (REF_FAST), with the reference rows before and after each."""
+    runs = []
+    for name in ("crm_live_reference_a", "crm_live_reference_b"):
+        dsn = copy_seed(crm_cluster, name)
+        before = _reference_rows(dsn)
+        with psycopg.connect(dsn) as conn:
+            began = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        stats = live.run_live(dsn, rate=4000, max_changes=2000, seed=11, behaviour=REF_FAST,
+                              start=START, progress_every=60)
+        runs.append({"dsn": dsn, "before": before, "after": _reference_rows(dsn), "stats": stats,
+                     "began": began})
+    return runs
+
+
+def _changed(before: dict, after: dict, table: str, *columns: str) -> list[tuple[dict, dict]]:
+    """(old, new) of the rows of `table` in both snapshots that differ in one of `columns`."""
+    old, new = before[table], after[table]
+    return [(old[k], new[k]) for k in old.keys() & new.keys()
+            if any(old[k][c] != new[k][c] for c in columns)]
+
+
+def _reference_kinds(before: dict, after: dict) -> Counter:
+    """How many rows each kind of reference change touched, from the rows themselves."""
+    kinds: Counter = Counter()
+    new_employees = [after["employees"][k] for k in after["employees"].keys() - before["employees"].keys()]
+    kinds["customer_signup"] = len(after["customers"].keys() - before["customers"].keys())
+    for kind, column in (("customer_tariff", "tariff_code"), ("customer_status", "status"),
+                         ("customer_segment", "segment"), ("customer_move", "branch_code")):
+        kinds[kind] = len(_changed(before, after, "customers", column))
+    kinds["contact_consent"] = len(_changed(before, after, "contact_persons", "consent_sms", "consent_email"))
+    kinds["contact_primary"] = len(_changed(before, after, "contact_persons", "is_primary"))
+    kinds["contact_delete"] = len(before["contact_persons"].keys() - after["contact_persons"].keys())
+    kinds["operator_hire"] = sum(e["role"] == "operator" for e in new_employees)
+    kinds["engineer_hire"] = sum(e["role"] == "engineer" for e in new_employees)
+    moved = _changed(before, after, "employees", "skill_group", "site", "shift", "service_area_code")
+    kinds["operator_move"] = sum(old["role"] == "operator" for old, _ in moved)
+    kinds["engineer_move"] = sum(old["role"] == "engineer" for old, _ in moved)
+    kinds["queue_change"] = len(_changed(before, after, "queues", "skill_group", "routing_rule"))
+    kinds["branch_rename"] = len(_changed(before, after, "branches", "name"))
+    kinds["area_rename"] = len(_changed(before, after, "service_areas", "name"))
+    kinds["area_move"] = len(_changed(before, after, "service_areas", "branch_code"))
+    return kinds
+
+
+def test_every_kind_of_reference_change_happens(reference_runs) -> None:
+    run = reference_runs[0]
+    kinds = _reference_kinds(run["before"], run["after"])
+    print(f"\nreference changes in 2 000 live changes, rows per kind: {dict(kinds)}\n"
+          f"{run['stats'].reference_summary()}")
+    assert {kind: n for kind, n in kinds.items() if n == 0} == {}
+    assert set(kinds) == set(bh.REFERENCE_CHANGE_KINDS)
+    actions, rows = run["stats"].actions, run["after"]
+    # Stats counts what the database shows (inserts and deletes exactly; a row may change twice)
+    assert actions["customers.insert"] == kinds["customer_signup"]
+    assert actions["contact_persons.insert"] == len(rows["contact_persons"].keys() - run["before"]["contact_persons"].keys())
+    assert actions["contact_persons.delete"] == kinds["contact_delete"]
+    assert actions["employees.insert"] == kinds["operator_hire"] + kinds["engineer_hire"]
+    assert actions["customers.update"] >= sum(kinds[k] for k in kinds if k.startswith("customer_")) - kinds["customer_signup"]
+    for table in ("queues", "branches", "service_areas", "employees", "contact_persons"):
+        assert actions[f"{table}.update"] > 0, table
+    assert actions["interactions.insert"] > 100 and actions["work_orders.insert"] > 0  # lifecycles go on
+
+
+REFERENCE_VIOLATIONS = {
+    "customer in a branch of another region": """SELECT count(*) FROM customers c
+        JOIN branches b ON b.code = c.branch_code WHERE b.region_code <> c.region_code""",
+    "customer without exactly one primary contact person": """SELECT count(*) FROM customers c
+        WHERE (SELECT count(*) FILTER (WHERE is_primary) FROM contact_persons p WHERE p.customer_id = c.id) <> 1""",
+    "e-mail consent without an e-mail": "SELECT count(*) FROM contact_persons WHERE consent_email AND email IS NULL",
+    "status outside its set": "SELECT count(*) FROM customers WHERE status NOT IN ('active', 'suspended', 'closed')",
+    "engineer outside their service area's region": """SELECT count(*) FROM employees e
+        JOIN service_areas s ON s.code = e.service_area_code JOIN branches b ON b.code = s.branch_code
+        WHERE b.region_code <> e.region_code""",
+    "operator without skill group or engineer without service area": """SELECT count(*) FROM employees
+        WHERE (role = 'operator' AND skill_group IS NULL) OR (role = 'engineer' AND service_area_code IS NULL)""",
+    "queue whose skill group has no operator": """SELECT count(*) FROM queues q WHERE NOT EXISTS
+        (SELECT 1 FROM employees e WHERE e.role = 'operator' AND e.skill_group = q.skill_group)""",
+    "branch without service areas": """SELECT count(*) FROM branches b
+        WHERE NOT EXISTS (SELECT 1 FROM service_areas s WHERE s.branch_code = b.code)""",
+    "work order in a service area of another region than its interaction": """SELECT count(*)
+        FROM work_orders w JOIN interactions i ON i.id = w.interaction_id
+        JOIN service_areas s ON s.code = w.service_area_code JOIN branches b ON b.code = s.branch_code
+        WHERE b.region_code <> i.region_code""",
+}
+
+
+def test_reference_changes_keep_the_crm_sound(reference_runs) -> None:
+    run = reference_runs[0]
+    with psycopg.connect(run["dsn"]) as conn:
+        found = {name: conn.execute(query).fetchone()[0] for name, query in REFERENCE_VIOLATIONS.items()}
+    assert found == {name: 0 for name in REFERENCE_VIOLATIONS}
+    before, after = run["before"], run["after"]
+    branch_region = {code: row["region_code"] for code, row in after["branches"].items()}
+    for old, new in _changed(before, after, "customers", "branch_code", "region_code"):  # same region
+        assert old["region_code"] == new["region_code"] == branch_region[new["branch_code"]]
+    for old, new in _changed(before, after, "service_areas", "branch_code"):
+        assert branch_region[old["branch_code"]] == branch_region[new["branch_code"]]
+    for old, new in _changed(before, after, "customers", "status"):  # closed is for good
+        assert (old["status"], new["status"]) in {("active", "suspended"), ("active", "closed"),
+                                                  ("suspended", "active"), ("suspended", "closed")}
+    _assert_lifecycle_order(run["dsn"])
+
+
+def test_reference_changes_repeat_with_the_seed(reference_runs) -> None:
+    first, second = reference_runs
+    assert first["stats"].actions == second["stats"].actions
+    assert first["after"] == second["after"]
+    assert _snapshot(first["dsn"]) == _snapshot(second["dsn"])
+
+
+def test_new_reference_rows_carry_the_crms_clock(reference_runs) -> None:
+    run = reference_runs[0]
+    with psycopg.connect(run["dsn"]) as conn:
+        ended = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        customers = conn.execute("SELECT min(registered_at), max(registered_at) FROM customers "
+                                 "WHERE id > %s", (max(run["before"]["customers"]),)).fetchone()
+        hired = conn.execute("SELECT min(hired_at), max(hired_at) FROM employees WHERE id > %s",
+                             (max(run["before"]["employees"]),)).fetchone()
+    assert run["began"] <= customers[0] <= customers[1] <= ended
+    assert run["began"] <= hired[0] <= hired[1] <= ended
+
+
+def test_restart_keeps_the_reference_changes(reference_runs) -> None:
+    """The stack re-applies sql/crm/reference_data.sql on every start: it must not undo the
+    CRM's own changes to queues, branches and service areas."""
+    from hrdv.crm import reference
+
+    run = reference_runs[1]
+    with psycopg.connect(run["dsn"], autocommit=True) as conn:
+        reference.apply(conn)
+    again = _reference_rows(run["dsn"])
+    for table in ("queues", "branches", "service_areas"):
+        assert again[table] == run["after"][table], table
+
+
+def test_reference_changes_on_a_crm_with_customers_only(crm_cluster) -> None:
+    """`hrdv up` without history: customers only (no branch, tariff, contact person or employee).
+    Reference changes still find something to do and keep the CRM sound."""
+    from hrdv import generator
+    from hrdv.crm import reference
+    from hrdv.stack import postgres
+
+    with postgres.admin_connect(crm_cluster) as admin:
+        admin.execute("DROP DATABASE IF EXISTS crm_customers_only WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE crm_customers_only OWNER {crm_cluster.pg_user}")
+    dsn = crm_cluster.pg_dsn("crm_customers_only")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reference.apply_schema_and_reference(conn)
+        generator.seed_customers(conn, 300)
+    stats = live.run_live(dsn, rate=4000, max_changes=1000, seed=2, behaviour=REF_FAST, start=START,
+                          progress_every=60)
+    assert stats.actions["customers.insert"] > 0 and stats.actions["employees.insert"] > 0
+    assert stats.actions["contact_persons.update"] > 0  # of the contact persons sign-ups brought
+    with psycopg.connect(dsn) as conn:
+        found = {name: conn.execute(query).fetchone()[0] for name, query in REFERENCE_VIOLATIONS.items()
+                 if "primary" not in name and "queue" not in name}  # seeded customers have none
+    assert found == {name: 0 for name in found}

@@ -33,6 +33,20 @@ HOURLY_WEIGHTS: tuple[float, ...] = tuple(reference.HOUR_WEIGHTS)
 WEEKDAY_WEIGHTS: tuple[float, ...] = tuple(reference.WEEKDAY_WEIGHTS)
 
 
+# Kinds of reference change (hrdv.crm.reference_changes) and their default weights: per 1 000
+# reference changes, about 180 sign-ups, 200 tariff changes ... and one service area moving to
+# another branch. Real CRMs change their territories and queues a few times a month at most;
+# these rates are higher so that the pipeline's validity histories are exercised every hour.
+REFERENCE_CHANGE_MIX: dict[str, float] = {
+    "customer_signup": 0.18, "customer_tariff": 0.20, "customer_status": 0.14,
+    "customer_segment": 0.03, "customer_move": 0.03,
+    "contact_consent": 0.185, "contact_primary": 0.05, "contact_delete": 0.04,
+    "operator_hire": 0.03, "engineer_hire": 0.015, "operator_move": 0.06, "engineer_move": 0.03,
+    "queue_change": 0.004, "branch_rename": 0.002, "area_rename": 0.003, "area_move": 0.001,
+}
+REFERENCE_CHANGE_KINDS: tuple[str, ...] = tuple(REFERENCE_CHANGE_MIX)
+
+
 @dataclass(frozen=True)
 class Behaviour:
     """Every behavioural knob of the generator, with its default. Shares are probabilities.
@@ -111,6 +125,27 @@ class Behaviour:
       incident_tail_s         how long after the outage repeats and claims stay elevated.
       incident_repeat_boost   repeat shares are multiplied by this in the tail.
       incident_claim_share    claim share of outage interactions.
+
+    Reference entities (customers, contact persons, employees, queues, branches, service areas)
+      reference_change_share  probability that a step of the simulation is a change of a
+                              reference entity (live: instead of the next lifecycle step or
+                              arrival; replay: at the instant of the next event, besides it).
+                              0.01: about 1.3 % of all row changes (a sign-up writes 2-3 rows),
+                              so 1 000 changes/s carry 10-15 reference changes/s.
+      reference_change_mix    kind -> relative weight (REFERENCE_CHANGE_KINDS lists the kinds):
+                              sign-ups, tariff/status/segment changes and consents dominate;
+                              queues, branches and service areas change rarely.
+      customer_segment_mix    segment -> share, for sign-ups and segment changes (B2C, VIP, SOHO).
+      second_contact_share    sign-ups that register a second contact person (family member).
+      customer_close_share    status changes of an active customer that close the account at
+                              once instead of suspending it.
+      suspended_pick_share    status changes that settle a suspended customer (when there is
+                              one) rather than touch an active one. Above
+                              (1 - it) x (1 - customer_close_share), so suspensions do not pile up.
+      resume_share            settled suspensions that end active again (else closed).
+      email_share             contact persons with an e-mail address.
+      operator_move_mix       what an operator's move changes: skill_group, site, shift.
+      queue_skill_group_share queue changes that re-assign the skill group (else routing_rule).
     """
 
     hourly_weights: tuple[float, ...] = HOURLY_WEIGHTS
@@ -198,6 +233,19 @@ class Behaviour:
     incident_repeat_boost: float = 2.5
     incident_claim_share: float = 0.05
 
+    reference_change_share: float = 0.01
+    reference_change_mix: dict[str, float] = field(default_factory=lambda: dict(REFERENCE_CHANGE_MIX))
+    customer_segment_mix: dict[str, float] = field(default_factory=lambda: {
+        "B2C": 0.90, "VIP": 0.06, "SOHO": 0.04})
+    second_contact_share: float = 0.4
+    customer_close_share: float = 0.15
+    suspended_pick_share: float = 0.5
+    resume_share: float = 0.75
+    email_share: float = 0.7
+    operator_move_mix: dict[str, float] = field(default_factory=lambda: {
+        "skill_group": 0.35, "site": 0.25, "shift": 0.40})
+    queue_skill_group_share: float = 0.5
+
     def __post_init__(self) -> None:
         if len(self.hourly_weights) != 24 or len(self.weekday_weights) != 7:
             raise ValueError("hourly_weights needs 24 values and weekday_weights 7")
@@ -206,6 +254,10 @@ class Behaviour:
             raise ValueError("repeat shares (times incident_repeat_boost) must stay below 1")
         if not self.channel_mix or min(self.channel_mix.values()) < 0:
             raise ValueError("channel_mix needs at least one channel and no negative share")
+        unknown = set(self.reference_change_mix) - set(REFERENCE_CHANGE_KINDS)
+        if unknown or not 0 <= self.reference_change_share <= 1:
+            raise ValueError(f"reference changes: unknown kinds {sorted(unknown)} or a share "
+                             "outside 0..1")
 
     @property
     def peak_local_hour(self) -> int:

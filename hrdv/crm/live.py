@@ -17,6 +17,10 @@ simulated instants.
           intensity) and lifecycles run on simulated time; the day is played `speedup` times
           faster than real time (inf: as fast as PostgreSQL takes it).
 
+Besides the lifecycles, a small share of the steps (Behaviour.reference_change_share) changes a
+reference entity: customers sign up, change tariff, status, segment or branch; contact persons,
+employees, queues, branches and service areas change too (hrdv.crm.reference_changes).
+
 The source-model change (migration 001, hrdv.crm.migrate) may be applied while the generator
 runs. Until it sees it, every transaction first takes interactions' ROW EXCLUSIVE lock and then
 looks for the new column: the migration's ALTER TABLE needs an ACCESS EXCLUSIVE lock, so either
@@ -41,6 +45,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from hrdv.crm import behaviour as bh
 from hrdv.crm import reference
+from hrdv.crm import reference_changes as rc
 from hrdv.crm.behaviour import Behaviour, Step
 from hrdv.pacing import Pace
 
@@ -50,7 +55,9 @@ RECONNECT_TIMEOUT_S = 300.0
 MAX_FRUITLESS_SESSIONS = 5          # reconnected sessions in a row that committed nothing
 REPEAT_HISTORY_LIMIT = 300_000      # recent interactions kept as repeat candidates
 CUSTOMER_SAMPLE = 200_000           # customers kept in memory (evenly spaced ids)
-TS = "coalesce(%(ts)s::timestamptz, clock_timestamp())"  # simulated instant, or the CRM's clock
+TS = rc.TS  # simulated instant, or the CRM's clock
+# Tables of the reference changes (hrdv.crm.reference_changes), in the order progress lists them.
+REFERENCE_TABLES = ("customers", "contact_persons", "employees", "queues", "branches", "service_areas")
 
 Statement = tuple[str, dict[str, Any]]
 
@@ -106,7 +113,7 @@ HAS_CHANNEL_DETAIL = """SELECT EXISTS (SELECT 1 FROM pg_attribute
 @dataclass
 class Crm:
     regions: dict[str, tuple[float, float]]          # code -> (customers, utc_offset)
-    customers: dict[str, list[tuple[int, str | None]]]  # region -> [(id, branch)] (a sample)
+    customers: dict[str, list[rc.Customer]]          # region -> customers (a sample), by id
     topics: dict[str, str]                            # leaf code -> name
     channels: set[str]
     queues: dict[str, str]                            # code -> skill group (operators' too)
@@ -125,15 +132,15 @@ def _group(pairs: list[tuple]) -> dict[Any, list]:
     return grouped
 
 
-def _load_customers(cur: psycopg.Cursor, sample: int) -> dict[str, list[tuple[int, str | None]]]:
-    """An evenly spaced sample of customer ids per region (all of them below `sample`)."""
+def _load_customers(cur: psycopg.Cursor, sample: int) -> dict[str, list[rc.Customer]]:
+    """An evenly spaced sample of the customers per region (all of them below `sample`)."""
     total, top = cur.execute("SELECT count(*), coalesce(max(id), 0) FROM customers").fetchone()
     if total == 0:
         raise SystemExit("the CRM has no customers: load some first (hrdv.crm.bulk_load)")
     stride = max(1, math.ceil(total / sample))
-    rows = cur.execute("SELECT region_code, id, branch_code FROM customers WHERE id %% %s = 0 "
-                       "ORDER BY id", (stride,)).fetchall()
-    return _group(rows)
+    rows = cur.execute("""SELECT id, region_code, branch_code, tariff_code, coalesce(status, 'active'),
+        segment FROM customers WHERE id %% %s = 0 ORDER BY id""", (stride,)).fetchall()
+    return _group([(row[1], rc.Customer(*row)) for row in rows])
 
 
 def load_crm(conn: psycopg.Connection, customer_sample: int = CUSTOMER_SAMPLE) -> Crm:
@@ -212,6 +219,17 @@ class Stats:
                 f"{dele} deletes) in {self.transactions} transactions, {self.elapsed_s:.1f} s, "
                 f"{rate:.0f} changes/s")
 
+    def reference_summary(self) -> str:
+        """'reference changes 52 (1.3%): customers 25, contact_persons 18, ...' (rows)."""
+        tables: Counter = Counter()
+        for key, n in self.actions.items():
+            if key.split(".")[0] in REFERENCE_TABLES:
+                tables[key.split(".")[0]] += n
+        total = sum(tables.values())
+        share = total / self.changes if self.changes else 0.0
+        listed = ", ".join(f"{table} {tables[table]}" for table in REFERENCE_TABLES if tables[table])
+        return f"reference changes {total} ({share:.1%})" + (f": {listed}" if listed else "")
+
 
 class Simulator:
     """The contact centre on a simulated clock (epoch seconds). Pure apart from `crm`, the
@@ -239,6 +257,7 @@ class Simulator:
         self.channel_mix = {c: w for c, w in behaviour.channel_mix.items() if c in crm.channels}
         self._weights_cache: tuple[int, dict[str, float]] | None = None
         self._staff_cache: tuple[int, float] | None = None
+        self.refs: rc.ReferenceChanges | None = None  # reference changes; _prepare loads them
 
     # -- clock and scheduling --
     def ts(self, t: float) -> datetime | None:
@@ -254,6 +273,24 @@ class Simulator:
     def new_id(self, table: str) -> int:
         self.next_ids[table] += 1
         return self.next_ids[table] - 1
+
+    # -- what happens next --
+    def live_step(self, t: float) -> list[Statement]:
+        """The change of the live stream at simulated instant t: a reference change (drawn
+        with Behaviour.reference_change_share), else the next lifecycle step that is due, else
+        a new interaction."""
+        if self.reference_due():
+            return self.reference_change(t)
+        return self.pop_event() if self.next_due() <= t else self.arrival(t)
+
+    def reference_due(self) -> bool:
+        return self.refs is not None and self.refs.due()
+
+    def reference_change(self, t: float) -> list[Statement]:
+        """A change of a customer, contact person, employee, queue, branch or service area."""
+        assert self.refs is not None
+        self._staff_cache = None  # operators may have been hired or moved shift
+        return self.refs.change(self.ts(t))
 
     # -- arrivals --
     def region_weights(self, t: float) -> dict[str, float]:
@@ -311,7 +348,8 @@ class Simulator:
             branch = None
         else:
             previous = None
-            customer, branch = self.rng.choice(self.crm.customers[region])
+            chosen = self.rng.choice(self.crm.customers[region])
+            customer, branch = chosen.id, chosen.branch
             on_incident = incident is not None and self.rng.random() < bh.incident_topic_share(self.b)
             topic = incident.topic if on_incident else bh.pick(self.rng, self.topic_weights)
         channel = bh.pick(self.rng, self.channel_mix)
@@ -526,14 +564,15 @@ def _after(steps: tuple[Step, ...], action: str | None, fallback: list[Step]) ->
 def _next_ids(conn: psycopg.Connection) -> dict[str, int]:
     query = sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}")
     return {table: conn.execute(query.format(sql.Identifier(table))).fetchone()[0]
-            for table in ("interactions", "work_orders", "claims")}
+            for table in ("interactions", "work_orders", "claims", "customers", "contact_persons",
+                          "employees")}
 
 
 def _sync_identities(conn: psycopg.Connection) -> None:
-    """work_orders and claims have identity ids, but the generator writes explicit ones (max+1:
-    deterministic); move the sequences past them so that another writer relying on the identity
-    does not collide."""
-    for table in ("work_orders", "claims"):
+    """work_orders, claims, contact_persons and employees have identity ids, but the generator
+    writes explicit ones (max+1: deterministic); move the sequences past them so that another
+    writer relying on the identity does not collide."""
+    for table in ("work_orders", "claims", "contact_persons", "employees"):
         conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), max(id)) FROM {} "
                              "HAVING max(id) IS NOT NULL").format(
             sql.Literal(table), sql.Identifier(table)))
@@ -544,6 +583,8 @@ def _prepare(conn: psycopg.Connection, behaviour: Behaviour, rng: random.Random,
     crm = load_crm(conn)
     sim = Simulator(crm, behaviour, rng, start, _next_ids(conn), backdated)
     sim.resume(conn, start)
+    sample = [c for group in crm.customers.values() for c in group]
+    sim.refs = rc.ReferenceChanges(crm, rc.load_state(conn, sample), behaviour, rng, sim.new_id)
     sim.migrated = conn.execute(HAS_CHANNEL_DETAIL).fetchone()[0]
     return sim
 
@@ -560,19 +601,25 @@ def _notice_migration(conn: psycopg.Connection, sim: Simulator, stats: Stats) ->
               "channel_detail and status 'in_work' from now on", flush=True)
 
 
+def action_of(text: str) -> str:
+    """'table.verb' of a statement that starts INSERT INTO t, UPDATE t or DELETE FROM t."""
+    words = text.split(maxsplit=3)
+    table = words[2] if words[0] in ("INSERT", "DELETE") else words[1]
+    return f"{table.split('(')[0]}.{ {'INSERT': 'insert', 'DELETE': 'delete'}.get(words[0], 'update')}"
+
+
 def _apply(cur: psycopg.Cursor, statements: list[Statement], stats: Stats) -> None:
     for text, params in statements:
         cur.execute(text, params)
         stats.changes += 1
-        table = text.split()[2] if text.startswith(("INSERT", "DELETE")) else text.split()[1]
-        verb = {"INSERT": "insert", "DELETE": "delete"}.get(text.split()[0], "update")
-        stats.actions[f"{table}.{verb}"] += 1
+        stats.actions[action_of(text)] += 1
 
 
 def _progress(stats: Stats, sim: Simulator, pace: Pace, mode: str) -> None:
     stats.elapsed_s = pace.elapsed()
     print(f"generator ({mode}): {stats.summary()}; open: {len(sim.interactions)} interactions, "
-          f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims", flush=True)
+          f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims; "
+          f"{stats.reference_summary()}", flush=True)
 
 
 @dataclass
@@ -703,8 +750,7 @@ def _live_transaction(conn: psycopg.Connection, sim: Simulator, stats: Stats, ra
             target = stats.changes + batch
             while stats.changes < target:
                 t = origin + stats.changes / rate  # the planned instant of this change
-                statements = sim.pop_event() if sim.next_due() <= t else sim.arrival(t)
-                _apply(cur, statements, stats)
+                _apply(cur, sim.live_step(t), stats)
     except BaseException:
         # Not known to be committed: the changes do not count until _settle_in_doubt has asked
         # the CRM. `sim` has moved on already; the caller drops it and rebuilds it from the CRM.
@@ -753,6 +799,8 @@ def _replay_transaction(conn: psycopg.Connection, sim: Simulator, arrivals: "Arr
         _notice_migration(conn, sim, stats)
         target = stats.changes + batch
         while stats.changes < target and sim.next_due() < end:
+            if sim.reference_due():  # at the next event's instant: the CRM's busy hours
+                _apply(cur, sim.reference_change(sim.next_due()), stats)
             if sim.heap[0][2] == "arrival":
                 t = heapq.heappop(sim.heap)[0]
                 _apply(cur, sim.arrival(t), stats)

@@ -197,9 +197,12 @@ FROM (VALUES
     ('q_email', 'Электронная почта', 'email', 'general', '["internet", "tv", "mobile", "billing", "equipment", "moving", "other"]'),
     ('q_office', 'Офисы обслуживания', 'office', 'general', '["internet", "tv", "mobile", "billing", "equipment", "moving", "other"]')
 ) AS q (code, name, channel, skill_group, topics)
+-- A queue's skill group and routing rule are the CRM's own once set (the live generator
+-- re-assigns them now and then): a re-apply on start-up fills them in, it never reverts them.
 ON CONFLICT (code) DO UPDATE SET
     name = EXCLUDED.name, channel_code = EXCLUDED.channel_code,
-    skill_group = EXCLUDED.skill_group, routing_rule = EXCLUDED.routing_rule;
+    skill_group = coalesce(queues.skill_group, EXCLUDED.skill_group),
+    routing_rule = coalesce(queues.routing_rule, EXCLUDED.routing_rule);
 
 INSERT INTO tariffs (code, name, includes_internet, includes_tv, includes_mobile, monthly_fee) VALUES
     ('inet_100', 'Интернет 100', true, false, false, 550),
