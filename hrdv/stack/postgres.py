@@ -295,8 +295,11 @@ def _grant_debezium(conn: psycopg.Connection, settings: Settings) -> None:
     conn.execute(sql.SQL(statement).format(publication, published))
     apply_grants(conn, GRANTS_CRM, debezium=settings.debezium.user, tables=tables,
                  columns_only=_columns_only(settings.debezium.user))
+    # The source reader keeps table-wide SELECT: the drift check reads each row's system columns
+    # (xmin for its commit time, xmax for a change in progress), which column privileges cannot
+    # grant. It is a pipeline login on the CRM side only; what it reads never leaves the check.
     apply_grants(conn, GRANTS_SOURCE_READER, reader=settings.source_reader.user, tables=tables,
-                 columns_only=_columns_only(settings.source_reader.user))
+                 columns_only=sql.SQL(""))
 
 
 def apply_grants(conn: psycopg.Connection, path: Path, **names: str | sql.Composable) -> None:
