@@ -263,13 +263,14 @@ def recover(settings: Settings, component: str, downtime: float = 3.0,
 
 
 # --- a replayed topic ------------------------------------------------------------------------------
-def replay_topic(settings: Settings, batch: int = 5000) -> int:
-    """Deliver every message of the interactions topic to ClickHouse once more, with its Kafka
-    coordinates, as a consumer rewound to the start (or a re-created Kafka-engine table) would;
-    returns how many messages went in. Reads up to the end offsets at the call."""
+def replay_topic(settings: Settings, batch: int = 5000, table: str = "interactions") -> int:
+    """Deliver every message of the topic of CRM table `table` to ClickHouse once more, with its
+    Kafka coordinates, as a consumer rewound to the start (or a re-created Kafka-engine table)
+    would; returns how many messages went in. Reads up to the end offsets at the call."""
     from hrdv import clickhouse, ingest
 
-    topic, ends = settings.topic("interactions"), end_offsets(settings)
+    topic = settings.topic(table)
+    ends = {p: o for (_, p), o in KafkaResource.of_stack(settings).end_offsets([topic]).items()}
     consumer = _consumer(settings, f"{settings.consumer_group}-replay")
     consumer.assign([TopicPartition(topic, p, 0) for p in ends])
     replayed, pending = 0, {p: end for p, end in ends.items() if end > 0}
