@@ -1,0 +1,196 @@
+"""Every CRM entity end to end on the real stack: the live generator changes all of them (reference
+changes raised, lifecycles an hour a minute: reassignments, postponements, cancellations, deletes,
+incidents), every topic is delivered a second time, and then
+
+- each staging table equals its CRM table row for row (the staged columns; deleted rows flagged);
+- each validity history equals an independent reconstruction: an audit trigger installed in the
+  CRM by this test records every row change in statement order, with its transaction's commit
+  time, and the history must hold exactly those versions, valid from one commit to the next.
+
+The entity list comes from hrdv/entities.py.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from hrdv.crm import live
+from hrdv.crm.behaviour import Behaviour, scaled
+from hrdv.entities import ENTITIES, Entity
+from hrdv.stack import faults
+from hrdv_assets.cdc import STAGED
+from recompute import stage
+from resources.kafka import KafkaResource
+
+pytestmark = pytest.mark.stack
+
+AUDIT_SQL = """
+CREATE TABLE IF NOT EXISTS hrdv_test_audit (
+    seq bigserial PRIMARY KEY, tbl text NOT NULL, key text NOT NULL, deleted boolean NOT NULL, row jsonb);
+CREATE OR REPLACE FUNCTION hrdv_test_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO hrdv_test_audit (tbl, key, deleted, row)
+        VALUES (TG_TABLE_NAME, to_jsonb(OLD) ->> TG_ARGV[0], true, NULL);
+    ELSE
+        INSERT INTO hrdv_test_audit (tbl, key, deleted, row)
+        VALUES (TG_TABLE_NAME, to_jsonb(NEW) ->> TG_ARGV[0], false, to_jsonb(NEW));
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+def _install_audit(conn: psycopg.Connection) -> int:
+    """Audit triggers on every entity's table; returns the audit's first sequence number."""
+    conn.execute(AUDIT_SQL)
+    for entity in ENTITIES:
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE TRIGGER hrdv_test_audit AFTER INSERT OR UPDATE OR DELETE ON {} "
+            "FOR EACH ROW EXECUTE FUNCTION hrdv_test_audit({})").format(
+            sql.Identifier(entity.name), sql.Literal(entity.key)))
+    return conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM hrdv_test_audit").fetchone()[0]
+
+
+def _remove_audit(conn: psycopg.Connection) -> None:
+    for entity in ENTITIES:
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS hrdv_test_audit ON {}").format(sql.Identifier(entity.name)))
+
+
+def _select(entity: Entity, present: set[str] | None = None) -> sql.Composable:
+    """The staged columns, jsonb as the text Debezium sends; NULL for a column the CRM has not
+    added yet (channel_detail before CRM migration 001), as staging holds it."""
+    def one(c) -> sql.Composable:
+        if present is not None and c.name not in present:
+            return sql.SQL("NULL")
+        return sql.SQL("{}::text" if c.type == "jsonb" else "{}").format(sql.Identifier(c.name))
+    return sql.SQL(", ").join(one(c) for c in entity.staged)
+
+
+def _assert_staging_equals_crm(crm: psycopg.Connection, hrdv: psycopg.Connection, entity: Entity) -> int:
+    order = sql.Identifier(entity.key)
+    present = {name for (name,) in crm.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s", [entity.name])}
+    source = crm.execute(sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        _select(entity, present), sql.Identifier(entity.name), order)).fetchall()
+    staged = hrdv.execute(sql.SQL("SELECT {} FROM staging.{} WHERE NOT is_deleted ORDER BY {}").format(
+        _select(entity), sql.Identifier(entity.name), order)).fetchall()
+    missing = {row[0] for row in source} - {row[0] for row in staged}
+    extra = {row[0] for row in staged} - {row[0] for row in source}
+    assert not missing and not extra, f"{entity.name}: keys not staged {sorted(missing)[:5]}, " \
+                                      f"staged but not in the CRM {sorted(extra)[:5]}"
+    differing = [(a, b) for a, b in zip(source, staged) if a != b]
+    assert not differing, f"{entity.name}: {len(differing)} rows differ, e.g. CRM {differing[0][0]} " \
+                          f"staged {differing[0][1]}"
+    return len(source)
+
+
+def _reconstruction(crm: psycopg.Connection, entity: Entity, first_seq: int) -> dict[str, list[tuple]]:
+    """Per key, the versions the audit saw: (commit time, deleted, attributes) in statement order."""
+    columns = [c for c in entity.staged if c.name != entity.key]
+    rows = crm.execute(
+        "SELECT key, pg_xact_commit_timestamp(xmin), deleted, row FROM hrdv_test_audit "
+        "WHERE tbl = %s AND seq >= %s ORDER BY seq", [entity.name, first_seq]).fetchall()
+    versions: dict[str, list[tuple]] = defaultdict(list)
+    for key, committed, deleted, row in rows:
+        values = tuple(None if deleted else _as_text(row.get(c.name), c.type) for c in columns)
+        versions[key].append((committed, deleted, values))
+    return versions
+
+
+def _as_text(value: object, type_: str) -> object:
+    if value is None:
+        return None
+    if type_ in ("jsonb", "text"):
+        return value if isinstance(value, str) else __import__("json").dumps(value, separators=(", ", ": "))
+    return str(value) if not isinstance(value, bool) else value
+
+
+def _history(hrdv: psycopg.Connection, entity: Entity, since: datetime) -> dict[str, list[tuple]]:
+    columns = [c for c in entity.staged if c.name != entity.key]
+    listed = sql.SQL(", ").join(
+        sql.SQL("{}").format(sql.Identifier(c.name)) if c.type == "boolean"
+        else sql.SQL("to_jsonb({})#>>'{{}}'").format(sql.Identifier(c.name)) for c in columns)
+    rows = hrdv.execute(sql.SQL(
+        "SELECT {key}::text, valid_from, valid_to, is_current, is_deleted, {listed} "
+        "FROM staging.{table} WHERE valid_from >= %s ORDER BY {key}, lsn").format(
+        key=sql.Identifier(entity.key), listed=listed, table=sql.Identifier(f"{entity.name}_history")),
+        [since]).fetchall()
+    history: dict[str, list[tuple]] = defaultdict(list)
+    for key, valid_from, valid_to, current, deleted, *values in rows:
+        history[key].append((valid_from, valid_to, current, deleted, tuple(values)))
+    return history
+
+
+def _assert_history_equals_reconstruction(crm, hrdv, entity: Entity, first_seq: int, since: datetime) -> int:
+    expected = _reconstruction(crm, entity, first_seq)
+    history = _history(hrdv, entity, since - timedelta(seconds=1))
+    assert set(history) >= set(expected), f"{entity.name}: keys without history {sorted(set(expected) - set(history))[:5]}"
+    for key, versions in expected.items():
+        staged = history[key][-len(versions):]
+        assert len(staged) == len(versions), f"{entity.name} {key}: {len(staged)} versions, CRM {len(versions)}"
+        for (committed, deleted, values), (valid_from, _, _, is_deleted, staged_values) in zip(versions, staged):
+            assert abs(valid_from - committed) < timedelta(milliseconds=1), (entity.name, key, valid_from, committed)
+            assert is_deleted == deleted and (deleted or _normalised(staged_values) == _normalised(values)), \
+                (entity.name, key, staged_values, values)
+        chain = history[key]
+        for earlier, later in zip(chain, chain[1:]):
+            assert earlier[1] == later[0] and not earlier[2], (entity.name, key, earlier, later)
+        assert chain[-1][1] is None and chain[-1][2], (entity.name, key, chain[-1])
+    return sum(map(len, expected.values()))
+
+
+def _normalised(values: tuple) -> tuple:
+    """Text forms that compare across JSON and SQL (timestamps and numbers as datetimes/floats)."""
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            try:
+                out.append(datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc))
+                continue
+            except ValueError:
+                pass
+            try:
+                out.append(float(value))
+                continue
+            except ValueError:
+                pass
+        out.append(value)
+    return tuple(out)
+
+
+def test_every_entity_is_staged_with_its_history(stack) -> None:
+    settings = stack
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        first_seq = _install_audit(conn)
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    try:
+        live.run_live(settings.crm_dsn, rate=400, max_changes=4000, seed=12,
+                              behaviour=scaled(Behaviour(reference_change_share=0.3), 1 / 600),
+                              progress_every=60)
+    finally:
+        with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+            _remove_audit(conn)
+    topics = [staged.topic for staged in STAGED.values()]
+    done = KafkaResource.of_stack(settings).buffer_completeness(
+        topics, until=datetime.now(timezone.utc), wait_s=60)
+    assert done.complete_until is not None, done.describe()
+    redelivered = sum(faults.replay_topic(settings, table=entity.name) for entity in ENTITIES)
+    assert redelivered > 0
+    stage(settings, datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(minutes=1),
+          entities=list(STAGED.values()))
+    with psycopg.connect(settings.crm_dsn) as crm, psycopg.connect(settings.hrdv_dsn) as hrdv:
+        crm.execute("SET TIME ZONE 'UTC'")
+        hrdv.execute("SET TIME ZONE 'UTC'")
+        rows = {e.name: _assert_staging_equals_crm(crm, hrdv, e) for e in ENTITIES}
+        versions = {e.name: _assert_history_equals_reconstruction(crm, hrdv, e, first_seq, since)
+                    for e in ENTITIES if e.history}
+    print(f"staging equals the CRM: {rows}; history versions checked: {versions}")
+    # Claims come late in a lifecycle: a short run of its own may not reach one (the suite's
+    # earlier tests leave some); every other entity has rows here.
+    assert all(n for name, n in rows.items() if name != "claims"), f"an entity has no rows: {rows}"
+    assert all(versions[name] > 0 for name in ("customers", "employees")), versions
