@@ -1,11 +1,13 @@
 """Least privilege on the real stack: each login can do its job and nothing around it.
 
-- Debezium streams as its own REPLICATION role, reads the captured tables, writes only the
-  heartbeat row, and cannot reach the warehouse;
+- Debezium streams as its own REPLICATION role, reads the captured tables but not their personal
+  columns, writes only the heartbeat row and its signal table's watermarks, and cannot reach the
+  warehouse;
 - the pipeline's writer reads and writes staging and marts, but changes no schema and cannot
   reach the CRM;
 - the reporting login reads the marts and nothing else;
-- the source reader (drift check, resync) reads the captured CRM tables and nothing else;
+- the source reader (drift check, resync) reads the captured CRM tables, without personal data, and
+  nothing else;
 - Dagster's login owns only its storage database;
 - the owner no longer has REPLICATION; every password lives in a 0600 secrets file outside the
   repository.
@@ -64,11 +66,40 @@ def test_each_login_reaches_only_its_databases(stack: Settings) -> None:
 def test_source_reader_reads_captured_tables_only(stack: Settings) -> None:
     with psycopg.connect(stack.source_dsn) as conn:
         conn.execute("SELECT count(*) FROM interactions").fetchone()
+        conn.execute("SELECT id, region_code, status FROM customers LIMIT 1").fetchone()
+        conn.execute("SELECT id, customer_id, consent_sms FROM contact_persons LIMIT 1").fetchone()
     for statement in ("UPDATE interactions SET status = status WHERE id = -1",
                       "INSERT INTO debezium_heartbeat (id, ts) VALUES (-1, now())",
-                      "SELECT count(*) FROM customers",  # not captured: personal data
+                      *PERSONAL_DATA_READS,
+                      "SELECT * FROM debezium_signal",  # Debezium's alone
                       "CREATE TABLE public.reader_scratch (id int)"):
         assert _denied(stack.source_dsn, statement), statement
+
+
+# Captured tables, but never their personal columns (hrdv.entities: column.exclude.list, and only
+# the other columns granted).
+PERSONAL_DATA_READS = ("SELECT full_name FROM customers", "SELECT * FROM customers",
+                       "SELECT full_name FROM contact_persons", "SELECT phone FROM contact_persons",
+                       "SELECT email FROM contact_persons")
+
+
+def test_every_entity_is_published_and_readable_by_debezium(stack: Settings) -> None:
+    """The publication holds exactly the captured tables and the signal table; Debezium may
+    read each captured table's staged columns (what its snapshots select)."""
+    from hrdv import entities
+    from hrdv.stack import connect
+
+    with psycopg.connect(stack.crm_dsn) as conn:
+        published = {f"{schema}.{table}" for schema, table in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+            [connect.publication_name(stack)]).fetchall()}
+        existing = set(conn.execute("SELECT table_name || '.' || column_name FROM "
+                                    "information_schema.columns WHERE table_schema = 'public'").fetchall())
+    assert published == {*entities.captured_tables(), connect.SIGNAL_TABLE}
+    with psycopg.connect(stack.pg_dsn("crm", stack.debezium)) as conn:
+        for entity in entities.ENTITIES:  # (a column added by a CRM migration may not exist yet)
+            columns = ", ".join(c.name for c in entity.staged if (f"{entity.name}.{c.name}",) in existing)
+            conn.execute(f"SELECT {columns} FROM {entity.table} LIMIT 1").fetchall()
 
 
 def test_debezium_streams_as_its_replication_role(stack: Settings) -> None:
@@ -88,10 +119,14 @@ def test_debezium_reads_captured_tables_and_writes_only_the_heartbeat(stack: Set
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT count(*) FROM interactions").fetchone()
         conn.execute("UPDATE debezium_heartbeat SET ts = now() WHERE id = 1")
+        # its incremental snapshots' watermarks
+        conn.execute("INSERT INTO debezium_signal VALUES ('test-open', 'snapshot-window-open', NULL)")
         conn.rollback()
     assert _denied(dsn, "UPDATE interactions SET status = status WHERE id = -1")
     assert _denied(dsn, "DELETE FROM interactions WHERE id = -1")
-    assert _denied(dsn, "SELECT count(*) FROM customers")  # not captured: personal data
+    for statement in PERSONAL_DATA_READS:  # captured, but never their personal data
+        assert _denied(dsn, statement), statement
+    assert _denied(dsn, "DELETE FROM debezium_signal")
     assert _denied(dsn, "CREATE TABLE public.debezium_scratch (id int)")
 
 

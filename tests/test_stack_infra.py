@@ -170,3 +170,140 @@ def test_heartbeat_keeps_an_idle_slot_moving(stack: Settings) -> None:
                 return
             time.sleep(0.5)
     raise AssertionError(f"slot {stack.slot_name} did not confirm past {written} in 30 s")
+
+
+# --- what Debezium captures: every entity of hrdv/entities.py, never personal data ----------------
+def test_connector_config_follows_the_entities() -> None:
+    """table.include.list and column.exclude.list come from hrdv.entities, not from the file."""
+    from hrdv import entities
+
+    config = connect.connector_config(settings_module.load())
+    assert config["table.include.list"].split(",") == entities.captured_tables() == connect.captured_tables()
+    assert config["column.exclude.list"].split(",") == entities.excluded_columns()
+    assert {"public.customers.full_name", "public.contact_persons.full_name",
+            "public.contact_persons.phone", "public.contact_persons.email"} <= set(entities.excluded_columns())
+    assert config["signal.data.collection"] == connect.SIGNAL_TABLE
+    assert "table.include.list" not in json.loads(connect.CONFIG_TEMPLATE.read_text())
+
+
+def test_new_tables_are_those_never_sent() -> None:
+    captured = ["public.a", "public.b", "public.c", "public.debezium_heartbeat"]
+    assert connect.new_tables(captured, None) == []  # a new connector: the initial snapshot reads all
+    assert connect.new_tables(captured, ["public.b", "public.debezium_heartbeat"]) == ["public.a", "public.c"]
+    assert connect.new_tables(captured, [*captured, "public.gone"]) == []
+
+
+PERSON_ID = 10**12 + 2
+SECRETS = ("Секретова Тайна Скрытовна", "+7 900 000-00-02", "tajna@example.invalid")
+
+
+@pytest.mark.stack
+def test_personal_data_never_reaches_kafka(stack: Settings) -> None:
+    """A new customer and contact person arrive in their topics without name, phone or e-mail."""
+    connect.register_connector(stack)
+    name, phone, email = SECRETS
+    teardown = (f"DELETE FROM contact_persons WHERE id = {PERSON_ID}; "
+                f"DELETE FROM customers WHERE id = {PERSON_ID};")
+    with psycopg.connect(stack.crm_dsn, autocommit=True) as conn:
+        conn.execute(teardown)
+        starts = {table: _end_offset(stack, stack.topic(table)) for table in ("customers", "contact_persons")}
+        try:
+            region = conn.execute("SELECT min(code) FROM regions").fetchone()[0]
+            conn.execute("INSERT INTO customers (id, full_name, region_code, registered_at) "
+                         "VALUES (%s, %s, %s, now())", [PERSON_ID, name, region])
+            conn.execute("INSERT INTO contact_persons (id, customer_id, full_name, phone, email) "
+                         "VALUES (%s, %s, %s, %s, %s)", [PERSON_ID, PERSON_ID, name, phone, email])
+            conn.execute("UPDATE contact_persons SET phone = %s, consent_sms = true WHERE id = %s",
+                         [phone[::-1], PERSON_ID])
+            key = json.dumps({"id": PERSON_ID}, separators=(",", ":"))
+            raws = {table: _find_raw(stack, stack.topic(table), key, start, count=2 if table == "contact_persons" else 1)
+                    for table, start in starts.items()}
+        finally:
+            conn.execute(teardown)
+    customer = json.loads(raws["customers"][0])["after"]
+    assert customer["id"] == PERSON_ID and customer["region_code"] == region
+    assert "full_name" not in customer
+    created, updated = (json.loads(raw)["after"] for raw in raws["contact_persons"])
+    assert created["customer_id"] == PERSON_ID and updated["consent_sms"] is True
+    for row in (created, updated):
+        assert not {"full_name", "phone", "email"} & set(row), row
+    for raw in (*raws["customers"], *raws["contact_persons"]):
+        for secret in (*SECRETS, phone[::-1]):
+            assert secret.encode() not in raw
+
+
+def _find_raw(settings: Settings, topic: str, key: str, start: int, count: int = 1,
+              timeout: float = 30) -> list[bytes]:
+    """The raw values of the first `count` messages with `key` at or after `start` (partition 0)."""
+    deadline = time.monotonic() + timeout
+    admin = AdminClient(settings.kafka_client("reader"))
+    while topic not in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+    consumer = Consumer(settings.kafka_client("reader", **{
+        "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False}))
+    found: list[bytes] = []
+    try:
+        consumer.assign([TopicPartition(topic, 0, start)])
+        while time.monotonic() < deadline and len(found) < count:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == key.encode() and msg.value():
+                found.append(msg.value())
+    finally:
+        consumer.close()
+    assert len(found) == count, f"{len(found)} of {count} messages with key {key} in {topic} after {start}"
+    return found
+
+
+OLD_TABLES = ["public.interactions", "public.work_orders", "public.claims", "public.debezium_heartbeat"]
+UPGRADE_TARIFF = "zz-upgrade"
+
+
+@pytest.mark.stack
+def test_upgrade_in_place_reads_the_rows_of_new_tables(stack: Settings) -> None:
+    """A connector with offsets that captured only the first three tables (the config before
+    hrdv/entities.py, no signal table) is upgraded by register_connector, as `hrdv up` does: the
+    tables it never sent get an incremental snapshot, so a row written while they were not
+    captured arrives, as a read ('r', snapshot 'incremental'), without its personal columns."""
+    old = {key: value for key, value in connect.connector_config(stack).items()
+           if key not in ("column.exclude.list", "signal.data.collection", "signal.enabled.channels")}
+    old["table.include.list"] = ",".join(OLD_TABLES)
+    connect.register_connector(stack)
+    registration = connect.Registration("updated", connect._db_now(stack),
+                                        old_pid=connect._walsender_pid(stack))
+    assert requests.put(connect._url(stack, "/config"), json=old, timeout=30).status_code == 200
+    deadline = time.monotonic() + 60
+    while not connect._new_task_streams(stack, registration):  # the old config streams
+        assert time.monotonic() < deadline, "the old config does not stream"
+        time.sleep(0.25)
+    connect._state_path(stack).unlink()  # a stack from before the record of tables sent
+    topic = stack.topic("tariffs")
+    with psycopg.connect(stack.crm_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM tariffs WHERE code = %s", [UPGRADE_TARIFF])
+        start = _end_offset(stack, topic)
+        conn.execute("INSERT INTO tariffs (code, name, monthly_fee) VALUES (%s, 'Тариф до обновления', 0)", [UPGRADE_TARIFF])
+        written = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]
+        # The old task must have confirmed past the insert (skipping it: tariffs not captured),
+        # or the new one would stream it again from the older offset, as a change ('c').
+        while int(connect.source_offsets(stack).get("lsn", 0)) < written:
+            assert time.monotonic() < deadline, "the old config did not confirm past the insert"
+            time.sleep(0.25)
+        try:
+            connect.register_connector(stack)
+            key = json.dumps({"code": UPGRADE_TARIFF}, separators=(",", ":"))
+            value = json.loads(_find_raw(stack, topic, key, start)[0])
+            # customer 1: read by the session's initial snapshot, then by this incremental one
+            customers = _find_raw(stack, stack.topic("customers"), '{"id":1}', 0, count=2)
+        finally:
+            conn.execute("DELETE FROM tariffs WHERE code = %s", [UPGRADE_TARIFF])
+    assert value["op"] == "r" and value["source"]["snapshot"] == "incremental"
+    assert value["after"]["name"] == "Тариф до обновления"
+    # An incremental snapshot's reads carry no LSN (null) and no txId; source.sequence holds the
+    # streaming position ([lsn_commit, lsn]) when the chunk was read.
+    assert value["source"]["lsn"] is None and value["source"]["txId"] is None
+    assert int(json.loads(value["source"]["sequence"])[1]) > 0
+    initial, incremental = (json.loads(raw)["source"]["snapshot"] for raw in customers)
+    assert initial not in ("false", "incremental") and incremental == "incremental"
+    assert not any("full_name" in json.loads(raw)["after"] for raw in customers)
+    assert set(json.loads(connect._state_path(stack).read_text())["tables"]) >= set(connect.captured_tables())
+    config = requests.get(connect._url(stack, "/config"), timeout=10).json()
+    assert config["table.include.list"].split(",") == connect.captured_tables()

@@ -164,11 +164,20 @@ def _state_path(settings: Settings) -> Path:
     return settings.home / "conf" / "debezium-tables-sent.json"
 
 
+class _Rebalancing(Exception):
+    pass
+
+
+@retry(stop=stop_after_delay(30), wait=wait_fixed(1), retry=retry_if_exception_type(_Rebalancing),
+       reraise=True)
 def _registered_config(settings: Settings) -> dict[str, str] | None:
-    """GET /connectors/NAME/config; None if the connector is not registered."""
-    response = requests.get(_url(settings, "/config"), timeout=10)
+    """GET /connectors/NAME/config; None if the connector is not registered. As patient as the PUT
+    that follows it (a worker just back in its group, or frozen for a while, answers late or 409)."""
+    response = requests.get(_url(settings, "/config"), timeout=30)
     if response.status_code == 404:
         return None
+    if response.status_code == 409:
+        raise _Rebalancing(response)
     response.raise_for_status()
     return response.json()
 
@@ -260,10 +269,6 @@ def request_snapshots(settings: Settings, registration: Registration) -> bool:
           f"{', '.join(registration.new)} (signal {signal_id})", flush=True)
     registration.new = []
     return True
-
-
-class _Rebalancing(Exception):
-    pass
 
 
 @retry(stop=stop_after_delay(30), wait=wait_fixed(1), retry=retry_if_exception_type(_Rebalancing))
