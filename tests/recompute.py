@@ -148,3 +148,42 @@ def assert_staging_equals(settings: Settings, source: list[tuple]) -> int:
                              f"missing ids {sorted(missing)[:10]}, extra {sorted(extra)[:10]}, "
                              f"first differing ids {differ}")
     return deleted
+
+
+# --- every entity ----------------------------------------------------------------------------------
+def _entity_select(entity, present: set[str] | None = None):
+    """The staged columns, jsonb as the text Debezium sends; NULL for a column the CRM has not
+    added yet (channel_detail before CRM migration 001), as staging holds it."""
+    from psycopg import sql
+
+    def one(column):
+        if present is not None and column.name not in present:
+            return sql.SQL("NULL")
+        return sql.SQL("{}::text" if column.type == "jsonb" else "{}").format(sql.Identifier(column.name))
+    return sql.SQL(", ").join(one(c) for c in entity.staged)
+
+
+def crm_entity_rows(crm: psycopg.Connection, entity) -> list[tuple]:
+    """The CRM table of `entity` (hrdv.entities.Entity) as staging must hold it, ordered by key."""
+    from psycopg import sql
+
+    present = {name for (name,) in crm.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s", [entity.name])}
+    return crm.execute(sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        _entity_select(entity, present), sql.Identifier(entity.name), sql.Identifier(entity.key))).fetchall()
+
+
+def assert_entity_staged(hrdv: psycopg.Connection, entity, source: list[tuple]) -> int:
+    """staging.<entity>'s live rows equal `source` (crm_entity_rows) row for row; returns the count."""
+    from psycopg import sql
+
+    staged = hrdv.execute(sql.SQL("SELECT {} FROM staging.{} WHERE NOT is_deleted ORDER BY {}").format(
+        _entity_select(entity), sql.Identifier(entity.name), sql.Identifier(entity.key))).fetchall()
+    missing = {row[0] for row in source} - {row[0] for row in staged}
+    extra = {row[0] for row in staged} - {row[0] for row in source}
+    assert not missing and not extra, (f"{entity.name}: keys not staged {sorted(missing)[:5]}, "
+                                       f"staged but not in the CRM {sorted(extra)[:5]}")
+    differing = [(a, b) for a, b in zip(source, staged) if a != b]
+    assert not differing, (f"{entity.name}: {len(differing)} rows differ, e.g. CRM {differing[0][0]} "
+                           f"staged {differing[0][1]}")
+    return len(source)

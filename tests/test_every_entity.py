@@ -23,7 +23,7 @@ from hrdv.crm.behaviour import Behaviour, scaled
 from hrdv.entities import ENTITIES, Entity
 from hrdv.stack import faults
 from hrdv_assets.cdc import STAGED
-from recompute import stage
+from recompute import assert_entity_staged, crm_entity_rows, stage
 from resources.kafka import KafkaResource
 
 pytestmark = pytest.mark.stack
@@ -59,34 +59,6 @@ def _install_audit(conn: psycopg.Connection) -> int:
 def _remove_audit(conn: psycopg.Connection) -> None:
     for entity in ENTITIES:
         conn.execute(sql.SQL("DROP TRIGGER IF EXISTS hrdv_test_audit ON {}").format(sql.Identifier(entity.name)))
-
-
-def _select(entity: Entity, present: set[str] | None = None) -> sql.Composable:
-    """The staged columns, jsonb as the text Debezium sends; NULL for a column the CRM has not
-    added yet (channel_detail before CRM migration 001), as staging holds it."""
-    def one(c) -> sql.Composable:
-        if present is not None and c.name not in present:
-            return sql.SQL("NULL")
-        return sql.SQL("{}::text" if c.type == "jsonb" else "{}").format(sql.Identifier(c.name))
-    return sql.SQL(", ").join(one(c) for c in entity.staged)
-
-
-def _assert_staging_equals_crm(crm: psycopg.Connection, hrdv: psycopg.Connection, entity: Entity) -> int:
-    order = sql.Identifier(entity.key)
-    present = {name for (name,) in crm.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = %s", [entity.name])}
-    source = crm.execute(sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-        _select(entity, present), sql.Identifier(entity.name), order)).fetchall()
-    staged = hrdv.execute(sql.SQL("SELECT {} FROM staging.{} WHERE NOT is_deleted ORDER BY {}").format(
-        _select(entity), sql.Identifier(entity.name), order)).fetchall()
-    missing = {row[0] for row in source} - {row[0] for row in staged}
-    extra = {row[0] for row in staged} - {row[0] for row in source}
-    assert not missing and not extra, f"{entity.name}: keys not staged {sorted(missing)[:5]}, " \
-                                      f"staged but not in the CRM {sorted(extra)[:5]}"
-    differing = [(a, b) for a, b in zip(source, staged) if a != b]
-    assert not differing, f"{entity.name}: {len(differing)} rows differ, e.g. CRM {differing[0][0]} " \
-                          f"staged {differing[0][1]}"
-    return len(source)
 
 
 def _reconstruction(crm: psycopg.Connection, entity: Entity, first_seq: int) -> dict[str, list[tuple]]:
@@ -186,7 +158,7 @@ def test_every_entity_is_staged_with_its_history(stack) -> None:
     with psycopg.connect(settings.crm_dsn) as crm, psycopg.connect(settings.hrdv_dsn) as hrdv:
         crm.execute("SET TIME ZONE 'UTC'")
         hrdv.execute("SET TIME ZONE 'UTC'")
-        rows = {e.name: _assert_staging_equals_crm(crm, hrdv, e) for e in ENTITIES}
+        rows = {e.name: assert_entity_staged(hrdv, e, crm_entity_rows(crm, e)) for e in ENTITIES}
         versions = {e.name: _assert_history_equals_reconstruction(crm, hrdv, e, first_seq, since)
                     for e in ENTITIES if e.history}
     print(f"staging equals the CRM: {rows}; history versions checked: {versions}")

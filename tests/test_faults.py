@@ -2,7 +2,8 @@
 is killed in the middle of its transaction, and the warehouse still converges to the CRM exactly.
 
 For the Kafka broker, Kafka Connect, the ClickHouse ingestor and PostgreSQL in turn, while the
-simple generator writes: the component's process tree gets SIGKILL, stays down a few seconds and
+live generator writes every entity (lifecycles an hour a minute, a fifth of its changes to
+reference entities): the component's process tree gets SIGKILL, stays down a few seconds and
 is started again with the stack's own start functions. The test times the recovery (restart
 command -> a CRM change committed after it is in the ClickHouse buffer) and counts the events
 Kafka holds twice. Then, at the next window boundary (the writer pauses there):
@@ -10,7 +11,8 @@ Kafka holds twice. Then, at the next window boundary (the writer pauses there):
   mart of every window so far (`dagster asset materialize`, one run), and is SIGKILLed, process
   tree and all, while its mart transaction waits on a lock the test holds: nothing of it is
   published (the mart keeps its previous rows; staging may be ahead, which is harmless);
-- the same run again, timed; then staging equals the CRM row for row and every mart row equals
+- the same run again, timed; then the staging of every entity equals its CRM table row for row
+  and every mart row equals
   the pandas recomputation (tests/recompute.py): nothing was lost, duplicates were harmless.
 Each fault gets its own window boundary; the killed run rides on it instead of needing a fifth.
 
@@ -30,9 +32,20 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
-from recompute import assert_same, assert_staging_equals, crm_rows, mart_rows, recompute_kpi
+from recompute import (
+    assert_entity_staged,
+    assert_same,
+    assert_staging_equals,
+    crm_entity_rows,
+    crm_rows,
+    mart_rows,
+    recompute_kpi,
+)
 
 from hrdv import clickhouse
+from hrdv.definitions import WINDOWED
+from hrdv.entities import ENTITIES
+from hrdv_assets.interactions import MART_KEY
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import faults
 from partitions import WINDOW, reporting_windows, window_of
@@ -53,6 +66,7 @@ class Rig:
     settings: Settings
     writer: faults.Writer
     first_key: str  # the oldest window holding a change: every run starts there
+    entity_rows: dict = None  # every entity's CRM rows at the last boundary
 
     @contextmanager
     def paused_at_boundary(self) -> Iterator[tuple[list[tuple], str]]:
@@ -70,16 +84,21 @@ class Rig:
             _sleep_until(boundary + timedelta(milliseconds=50))  # the window closes
             with psycopg.connect(self.settings.crm_dsn) as conn:
                 source = crm_rows(conn)
+                self.entity_rows = {e.name: crm_entity_rows(conn, e) for e in ENTITIES}
             _wait_buffer_complete(self.settings, boundary)
             yield source, _key_ending_at(boundary)
         finally:
             self.writer.start()
 
     def assert_exact(self, source: list[tuple], last_key: str) -> None:
-        """Staging equals the CRM rows, the marts of every window equal the recomputation."""
+        """Staging of every entity equals its CRM table at the boundary, the marts of every
+        window equal the recomputation."""
         first = window_of(self.first_key).start.astimezone(timezone.utc)
         end = window_of(last_key).end.astimezone(timezone.utc)
         assert_staging_equals(self.settings, source)
+        with psycopg.connect(self.settings.hrdv_dsn) as hrdv:
+            for entity in ENTITIES:
+                assert_entity_staged(hrdv, entity, self.entity_rows[entity.name])
         assert_same(mart_rows(self.settings, first, end), recompute_kpi(source, first, end))
 
 
@@ -99,12 +118,12 @@ def _key_ending_at(boundary: datetime) -> str:
 def _wait_buffer_complete(settings: Settings, moment: datetime) -> None:
     """Like the lag sensor: a heartbeat committed after `moment` is in Kafka, so every change
     committed before it is too; then wait for the ingestion group to pass those offsets."""
-    kafka, topic = KafkaResource.of_stack(settings), settings.topic("interactions")
+    kafka, topics = KafkaResource.of_stack(settings), [settings.topic(e.name) for e in ENTITIES]
     faults.wait_for(lambda: (kafka.latest_heartbeat() or moment) > moment, WAIT_S,
                     "a Debezium heartbeat committed after the boundary in Kafka", every=0.5)
-    barrier = kafka.end_offsets([topic])
+    barrier = kafka.end_offsets(topics)
     faults.wait_for(lambda: all(lag.committed >= barrier[(lag.topic, lag.partition)]
-                                for lag in kafka.lag([topic])),
+                                for lag in kafka.lag(topics)),
                     WAIT_S, f"the ClickHouse buffer up to offsets {barrier}", every=0.5)
 
 
@@ -116,7 +135,7 @@ def _first_key(settings: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def rig(stack: Settings) -> Iterator[Rig]:
-    writer = faults.Writer(stack, RATE)
+    writer = faults.Writer(stack, RATE, every_entity=True)
     rig = Rig(stack, writer, _first_key(stack))
     writer.start()
     try:
@@ -138,7 +157,7 @@ def _materialize_process(settings: Settings, first_key: str, last_key: str, log:
     home = settings.home / "dagster_faults"
     home.mkdir(parents=True, exist_ok=True)
     argv = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "hrdv.definitions",
-            "--select", "staging/stg_interactions,mart/mart_interaction_kpi",
+            "--select", ",".join(key.to_user_string() for key in [*WINDOWED, MART_KEY]),
             "--partition-range", f"{first_key}...{last_key}"]
     with open(log, "ab") as out:
         return subprocess.Popen(argv, cwd=REPO_ROOT, env={**settings.child_env(), "DAGSTER_HOME": str(home)},
@@ -225,16 +244,18 @@ def test_crash_then_killed_run_loses_nothing(rig: Rig, recovery_report: list[dic
 @pytest.mark.timeout(240)
 def test_a_replayed_topic_counts_nothing_twice(rig: Rig, recovery_report: list[dict],
                                                tmp_path: Path) -> None:
-    """Every message of the topic delivered to ClickHouse a second time (a rewound consumer):
-    the buffer collapses the copies by (id, lsn), and staging and marts stay exact."""
+    """Every message of every topic delivered to ClickHouse a second time (a rewound consumer):
+    each buffer collapses the copies by (key, lsn), and staging and marts stay exact."""
     with rig.paused_at_boundary() as (source, last_key):
         began = time.monotonic()
-        replayed = faults.replay_topic(rig.settings)
+        replayed = sum(faults.replay_topic(rig.settings, table=e.name) for e in ENTITIES)
         replay_s = time.monotonic() - began
         with clickhouse.session(rig.settings.clickhouse_dsn) as client:
-            versions, distinct = client.query(
-                "SELECT count(), uniqExact(id, lsn) FROM hrdv.interactions_buffer FINAL").result_rows[0]
-        assert versions == distinct, f"{versions - distinct} redelivered version(s) survive FINAL"
+            for entity in ENTITIES:
+                versions, distinct = client.query(
+                    f"SELECT count(), uniqExact({entity.key}, lsn) FROM hrdv.{entity.name}_buffer FINAL"
+                ).result_rows[0]
+                assert versions == distinct, f"{entity.name}: {versions - distinct} redelivered version(s) survive FINAL"
         rerun_s = _timed_run(rig.settings, rig.first_key, last_key, tmp_path / "materialize.log")
         rig.assert_exact(source, last_key)
     recovery_report.append({"fault": "topic replayed", "restart_s": round(replay_s, 2),

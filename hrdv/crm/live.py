@@ -33,6 +33,7 @@ import bisect
 import heapq
 import math
 import random
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -655,10 +656,10 @@ def _settle_in_doubt(conn: psycopg.Connection, stats: Stats) -> None:
 def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: int | None = None,
              seed: int = 1, behaviour: Behaviour = Behaviour(), changes_per_transaction: int = 5,
              progress_every: float = 10.0, start: datetime | None = None,
-             reconnect_timeout: float = RECONNECT_TIMEOUT_S) -> Stats:
+             reconnect_timeout: float = RECONNECT_TIMEOUT_S, stop: threading.Event | None = None) -> Stats:
     """Write about `rate` changes per second (business times from the CRM's clock) until
-    `duration` seconds or `max_changes` changes have passed. `start` fixes the simulated clock's
-    origin (default: now); with the same seed, database and start the changes are the same.
+    `duration` seconds or `max_changes` changes have passed, or `stop` is set (a transaction under
+    way is committed first). `start` fixes the simulated clock's origin (default: now); with the same seed, database and start the changes are the same.
 
     A lost connection (PostgreSQL crashed, restarted, was failed over) is not fatal: the
     generator reconnects with backoff for up to `reconnect_timeout` s per outage, then rebuilds
@@ -674,7 +675,7 @@ def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: 
         committed = stats.transactions
         try:
             _live_session(dsn, pace, stats, rng, behaviour, origin, rate, changes_per_transaction,
-                          progress_every)
+                          progress_every, stop)
             return stats
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             fruitless = 0 if stats.transactions > committed else fruitless + 1
@@ -684,7 +685,8 @@ def run_live(dsn: str, rate: float, duration: float | None = None, max_changes: 
 
 
 def _live_session(dsn: str, pace: Pace, stats: Stats, rng: random.Random, behaviour: Behaviour,
-                  origin: float, rate: float, per_transaction: int, progress_every: float) -> None:
+                  origin: float, rate: float, per_transaction: int, progress_every: float,
+                  stop: threading.Event | None = None) -> None:
     """One connection's worth of the live run, until the run is done or the connection fails.
 
     The simulation is built from the CRM at every (re)connection: open lifecycles, next ids and
@@ -699,7 +701,7 @@ def _live_session(dsn: str, pace: Pace, stats: Stats, rng: random.Random, behavi
         sim = _prepare(conn, behaviour, rng, origin + stats.changes / rate, backdated=False)
         if first:
             pace.begin()
-        while not pace.done(stats.changes):
+        while not pace.done(stats.changes) and not (stop and stop.is_set()):
             batch = pace.due(stats.changes, per_transaction)
             if batch == 0:
                 pace.nap()

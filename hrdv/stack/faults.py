@@ -26,6 +26,8 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from hrdv import generator
+from hrdv.crm import live
+from hrdv.crm.behaviour import Behaviour, scaled
 from hrdv.settings import Settings
 from hrdv.stack import process
 from resources.kafka import KafkaResource
@@ -293,10 +295,14 @@ def replay_topic(settings: Settings, batch: int = 5000, table: str = "interactio
 
 # --- background CRM writes -------------------------------------------------------------------------
 class Writer:
-    """hrdv.generator in a thread: start, stop (the last change is committed when stop returns)."""
+    """A CRM writer in a thread: start, stop (the last change is committed when stop returns).
 
-    def __init__(self, settings: Settings, rate: float) -> None:
-        self.settings, self.rate = settings, rate
+    By default hrdv.generator (interactions only); `every_entity` runs the live generator
+    instead, lifecycles an hour a minute and a fifth of its changes to reference entities, so
+    that every topic carries changes while components fail."""
+
+    def __init__(self, settings: Settings, rate: float, every_entity: bool = False) -> None:
+        self.settings, self.rate, self.every_entity = settings, rate, every_entity
         self.changes = 0
         self._seed = 100
         self._stop = threading.Event()
@@ -314,8 +320,13 @@ class Writer:
 
     def _run(self, seed: int, stop: threading.Event) -> None:
         try:
-            stats = generator.run(self.settings.crm_dsn, rate=self.rate, seed=seed, stop=stop,
-                                  progress_every=1e9)
+            if self.every_entity:
+                stats = live.run_live(self.settings.crm_dsn, rate=self.rate, seed=seed, stop=stop,
+                                      behaviour=scaled(Behaviour(reference_change_share=0.2), 1 / 600),
+                                      progress_every=1e9)
+            else:
+                stats = generator.run(self.settings.crm_dsn, rate=self.rate, seed=seed, stop=stop,
+                                      progress_every=1e9)
             self.changes += stats.changes
         except BaseException as error:  # noqa: BLE001 - surfaced by stop()
             self._error = error
