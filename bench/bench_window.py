@@ -1,6 +1,11 @@
 """One window of all marts with 50 000 changes: how long staging + mart take.
 
-    .venv/bin/python bench/bench_window.py [--changes 50000] [--runs 3]
+    .venv/bin/python bench/bench_window.py [--changes 50000] [--runs 3] [--interactions-only]
+
+By default the changes are spread over the entities as a CRM day spreads them: interactions 50 %
+(new, assigned, closed, deleted), work orders 15 %, customers 15 % (tariff and segment changes),
+contact persons 10 %, claims 5 %, employees 5 % (hires); --interactions-only writes interactions
+alone, as before the other entities were staged.
 
 On a fresh stack of its own (bench/_stack.py, 1-minute windows so that the window closes soon:
 only closed windows are partitions), it writes N row changes into the CRM in a few set-based
@@ -25,8 +30,9 @@ from _stack import fresh_stack, stop_stack  # noqa: E402
 import psycopg  # noqa: E402
 from dagster import DagsterInstance, materialize  # noqa: E402
 
-from hrdv.definitions import ASSETS, defs  # noqa: E402
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY  # noqa: E402
+from hrdv.definitions import ASSETS, WINDOWED, defs  # noqa: E402
+from hrdv_assets.cdc import STAGED  # noqa: E402
+from hrdv_assets.interactions import MART_KEY  # noqa: E402
 from partitions import reporting_windows, window_of  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
 
@@ -52,6 +58,48 @@ DELETE FROM interactions WHERE id >= %(first)s + %(new)s - %(deleted)s AND id < 
 """
 
 
+# The other entities' share of a spread window (interactions take the rest). %%: client-side binding.
+SPREAD_SQL = """
+INSERT INTO work_orders (interaction_id, customer_id, type, priority, service_area_code, status,
+                         sla_due_at, created_at, updated_at)
+SELECT i.id, i.customer_id, 'repair', 1 + i.id %% 4, (SELECT code FROM service_areas ORDER BY code LIMIT 1),
+       'new', clock_timestamp() + interval '1 day', clock_timestamp(), clock_timestamp()
+FROM interactions AS i WHERE i.id >= %(first)s ORDER BY i.id LIMIT %(work_orders)s;
+
+INSERT INTO claims (customer_id, interaction_id, category, amount_claimed, regulatory_due_at, created_at, updated_at)
+SELECT i.customer_id, i.id, 'billing_error', 100 + i.id %% 900, clock_timestamp() + interval '60 days',
+       clock_timestamp(), clock_timestamp()
+FROM interactions AS i WHERE i.id >= %(first)s ORDER BY i.id DESC LIMIT %(claims)s;
+
+INSERT INTO contact_persons (customer_id, full_name, phone)
+SELECT 1 + g %% 5000, 'Контакт ' || g, '+7900' || g FROM generate_series(1, %(contact_persons)s) AS g;
+
+INSERT INTO employees (full_name, role, region_code, shift, skill_group, site, hired_at)
+SELECT 'Оператор ' || g, 'operator', 'RU-MOW', 'day', 'general', 'msk-1', clock_timestamp()
+FROM generate_series(1, %(employees)s) AS g;
+"""
+CUSTOMER_PASS_SQL = """
+UPDATE customers SET segment = CASE WHEN segment = 'VIP' THEN 'B2C' ELSE 'VIP' END,
+       tariff_code = (SELECT code FROM tariffs ORDER BY code LIMIT 1 OFFSET %(pass)s %% 3)
+WHERE id IN (SELECT id FROM customers ORDER BY id LIMIT %(rows)s)
+"""
+
+
+def write_spread(dsn: str, changes: int, first: int) -> None:
+    """changes over every entity (see the module's docstring)."""
+    parts = {"work_orders": changes * 15 // 100, "claims": changes * 5 // 100,
+             "contact_persons": changes * 10 // 100, "employees": changes * 5 // 100}
+    customers = changes * 15 // 100
+    write_changes(dsn, changes - sum(parts.values()) - customers, first)
+    with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute(SPREAD_SQL, {"first": first, **parts})
+        done, step = 0, 0
+        while done < customers:
+            rows = min(5000, customers - done)
+            conn.execute(CUSTOMER_PASS_SQL, {"pass": step, "rows": rows})
+            done, step = done + rows, step + 1
+
+
 def write_changes(dsn: str, changes: int, first: int) -> None:
     """changes = new + assigned + closed + deleted, in the proportions 40/30/25/5."""
     parts = {"new": changes * 40 // 100, "assigned": changes * 30 // 100,
@@ -66,7 +114,7 @@ def wait_until_buffered(settings, timeout: float = 300) -> float:
     began = time.monotonic()
     previous = -1
     while time.monotonic() - began < timeout:
-        lags = kafka.lag([settings.topic("interactions")])
+        lags = kafka.lag([staged.topic for staged in STAGED.values()])
         ends = sum(lag.end_offset for lag in lags)
         if lags and ends == previous and all(lag.lag == 0 for lag in lags):
             return time.monotonic() - began
@@ -90,12 +138,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--interactions-only", action="store_true")
     args = parser.parse_args()
     settings = fresh_stack(customers=5000, dagster=False)
     try:
         key = current_window_with_room(seconds=30)
         began = time.monotonic()
-        write_changes(settings.crm_dsn, args.changes, first=10_000_000)
+        (write_changes if args.interactions_only else write_spread)(settings.crm_dsn, args.changes, first=10_000_000)
         print(f"wrote {args.changes} changes in {time.monotonic() - began:.1f} s; "
               f"all in the buffer {wait_until_buffered(settings):.1f} s later")
         time.sleep(max(0.0, (window_of(key).end - datetime.now(timezone.utc)).total_seconds() + 1))
@@ -103,14 +152,17 @@ def main() -> None:
         timings = []
         for run in range(1, args.runs + 1):
             with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
-                conn.execute("TRUNCATE staging.interactions, mart.interaction_kpi")
+                tables = [f"staging.{name}" for name in STAGED] + [
+                    f"staging.{s.name}_history" for s in STAGED.values() if s.history_key]
+                conn.execute(f"TRUNCATE {', '.join(tables)}, mart.interaction_kpi")
             began = time.monotonic()
             result = materialize(ASSETS, partition_key=key, resources=resources,
                                  instance=DagsterInstance.ephemeral(),
-                                 selection=[INTERACTIONS.staging_key, MART_KEY])
+                                 selection=[*WINDOWED, MART_KEY])
             timings.append(time.monotonic() - began)
-            rows = {e.asset_key.to_user_string(): e.materialization.metadata["dagster/row_count"].value
-                    for e in result.get_asset_materialization_events()}
+            rows = {e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
+                    for e in result.get_asset_materialization_events()
+                    if e.materialization.metadata["dagster/row_count"].value}
             print(f"run {run}: window {key}: {timings[-1]:.2f} s  rows {rows}  success={result.success}")
         print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "
               f"(staging + mart of one window, in-process)")
