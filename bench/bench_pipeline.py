@@ -5,7 +5,8 @@
 Starts a fresh stack in $HRDV_HOME (default /tmp/hrdv-bench, ports from 29400) with the Dagster
 daemon and the real Kafka-lag sensor, measures resident memory at rest, then runs the generator
 in phases of --seconds at --rate changes/s and prints, per phase and as the median of phases:
-- commit -> ClickHouse buffer: ingested_at - committed_at of every change (p50, p95);
+- commit -> ClickHouse buffer: ingested_at - committed_at of every change of every topic (p50, p95);
+- window end -> staged: loaded_at of every entity's staged row - the end of its commit's window;
 - window end -> mart published: published_at - window_end of every mart row;
 - commit -> mart: published_at of an interaction's window - its creation (p50, p95);
 - resident memory of each component at rest and under load (max of samples).
@@ -19,7 +20,7 @@ import os
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 
@@ -28,6 +29,8 @@ from _stack import fresh_stack, stop_stack  # noqa: E402
 
 from hrdv import generator  # noqa: E402
 from hrdv.crm import live  # noqa: E402
+from hrdv.crm.behaviour import Behaviour  # noqa: E402
+from hrdv.entities import ENTITIES  # noqa: E402
 from hrdv.cli import SERVICES  # noqa: E402
 from hrdv.clickhouse import session  # noqa: E402
 from hrdv.stack import process  # noqa: E402
@@ -54,13 +57,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def buffer_latencies(settings, since: datetime, until: datetime) -> list[float]:
+    """ingested_at - committed_at of every change of every entity's buffer in [since, until)."""
+    union = " UNION ALL ".join(
+        f"SELECT dateDiff('millisecond', committed_at, ingested_at) FROM hrdv.{e.name}_buffer "
+        "WHERE committed_at >= %(since)s AND committed_at < %(until)s" for e in ENTITIES)
     with session(settings.clickhouse_dsn) as client:
-        rows = client.query(
-            "SELECT dateDiff('millisecond', committed_at, ingested_at) FROM hrdv.interactions_buffer "
-            "WHERE committed_at >= %(since)s AND committed_at < %(until)s",
-            parameters={"since": since.strftime("%Y-%m-%d %H:%M:%S"), "until": until.strftime("%Y-%m-%d %H:%M:%S")},
-        ).result_rows
+        rows = client.query(union, parameters={
+            "since": since.strftime("%Y-%m-%d %H:%M:%S"), "until": until.strftime("%Y-%m-%d %H:%M:%S")}).result_rows
     return [row[0] / 1000 for row in rows]
+
+
+def staged_latencies(settings, since: datetime, until: datetime) -> list[float]:
+    """Window end -> staged (loaded_at) of every entity's rows last changed in [since, until)."""
+    union = " UNION ALL ".join(
+        f"SELECT extract(epoch FROM loaded_at - (date_bin(%(w)s, committed_at, '2000-01-01') + %(w)s))::float "
+        f"FROM staging.{e.name} WHERE committed_at >= %(since)s AND committed_at < %(until)s" for e in ENTITIES)
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        rows = conn.execute(union, {"w": timedelta(minutes=settings.window_minutes), "since": since,
+                                    "until": until}).fetchall()
+    return [row[0] for row in rows]
 
 
 def mart_latencies(settings, since: datetime, until: datetime) -> tuple[list[float], list[float]]:
@@ -99,6 +114,9 @@ def main() -> None:
     parser.add_argument("--phases", type=int, default=3, help="phases; the median of phases is printed")
     parser.add_argument("--generator", choices=["live", "simple"], default="live",
                         help="live: hrdv.crm.live (thousands of changes/s); simple: hrdv.generator")
+    parser.add_argument("--reference-share", type=float, default=0.2,
+                        help="live generator: share of its steps that change reference entities "
+                             "(customers, contacts, employees, queues, territories), so every topic carries load")
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args()
 
@@ -106,15 +124,18 @@ def main() -> None:
     try:
         time.sleep(20)  # let start-up settle before measuring rest
         at_rest = rss_by_component(settings)
-        summary: dict[str, list[float]] = {"buffer_p50": [], "buffer_p95": [], "publish_p50": [],
+        summary: dict[str, list[float]] = {"buffer_p50": [], "buffer_p95": [], "staged_p50": [],
+                                           "staged_p95": [], "publish_p50": [],
                                            "publish_p95": [], "mart_p50": [], "mart_p95": []}
         under_load: dict[str, float] = {}
         for phase in range(1, args.phases + 1):
             since = datetime.now(timezone.utc)
             run = live.run_live if args.generator == "live" else generator.run
+            extra = ({"behaviour": Behaviour(reference_change_share=args.reference_share)}
+                     if args.generator == "live" else {})
             writer = threading.Thread(target=run, kwargs={
                 "dsn": settings.crm_dsn, "rate": args.rate, "duration": args.seconds,
-                "seed": phase, "progress_every": 1e9})
+                "seed": phase, "progress_every": 1e9, **extra})
             writer.start()
             while writer.is_alive():
                 for name, mib in rss_by_component(settings).items():
@@ -125,10 +146,13 @@ def main() -> None:
             wait_for_mart(settings, window_edge)
             buffer = buffer_latencies(settings, since, until)
             published, commit_to_mart = mart_latencies(settings, since, window_edge)
-            print(f"phase {phase}: commit -> buffer        {fmt(buffer)}")
+            staged = staged_latencies(settings, since, window_edge)
+            print(f"phase {phase}: commit -> buffer        {fmt(buffer)}  (all {len(ENTITIES)} topics)")
+            print(f"phase {phase}: window end -> staged    {fmt(staged)}  (every entity)")
             print(f"phase {phase}: window end -> published {fmt(published)}")
             print(f"phase {phase}: commit -> mart          {fmt(commit_to_mart)}")
-            for key, values in (("buffer", buffer), ("publish", published), ("mart", commit_to_mart)):
+            for key, values in (("buffer", buffer), ("staged", staged), ("publish", published),
+                                ("mart", commit_to_mart)):
                 summary[f"{key}_p50"].append(percentile(values, 0.5))
                 summary[f"{key}_p95"].append(percentile(values, 0.95))
         print(f"\nmedian of {args.phases} phases at {args.rate:.0f} changes/s, {settings.window_minutes}-minute windows:")
