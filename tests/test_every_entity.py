@@ -166,3 +166,45 @@ def test_every_entity_is_staged_with_its_history(stack) -> None:
     # earlier tests leave some); every other entity has rows here.
     assert all(n for name, n in rows.items() if name != "claims"), f"an entity has no rows: {rows}"
     assert all(versions[name] > 0 for name in ("customers", "employees")), versions
+
+
+WORK_ORDER_SQL = """
+INSERT INTO work_orders (id, interaction_id, customer_id, type, priority, service_area_code, status,
+                         sla_due_at, created_at, updated_at)
+SELECT %(id)s, i.id, i.customer_id, 'repair', 2, (SELECT code FROM service_areas ORDER BY code LIMIT 1),
+       'new', now() + interval '1 day', now() - interval '5 minutes', now()
+FROM interactions AS i ORDER BY i.id DESC LIMIT 1"""
+
+
+def _staged_now(settings, topics: list[str]) -> datetime:
+    """Waits until every change committed so far is in the buffers; returns that moment."""
+    moment = datetime.now(timezone.utc)
+    done = KafkaResource.of_stack(settings).buffer_completeness(topics, until=moment, wait_s=60)
+    assert done.complete_until is not None, done.describe()
+    return moment
+
+
+def test_late_changes_of_a_work_order_list_the_windows_they_alter(stack) -> None:
+    """A work order created with a business time 5 minutes back (its creation window already
+    run), then deleted: both changes list that window, as interactions' late changes do."""
+    settings, staged = stack, STAGED["work_orders"]
+    created_window = None
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        work_order = conn.execute("SELECT coalesce(max(id), 0) + 1000 FROM work_orders").fetchone()[0]
+        conn.execute(WORK_ORDER_SQL, {"id": work_order})
+        created = conn.execute("SELECT created_at FROM work_orders WHERE id = %s", [work_order]).fetchone()[0]
+    try:
+        start = _staged_now(settings, [staged.topic]).replace(second=0, microsecond=0)
+        late = stage(settings, start - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1),
+                     entities=[staged])["work_orders"]
+        created_window = created.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        assert created_window.isoformat() in late, (created_window, late)
+    finally:
+        with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM work_orders WHERE id = %s", [work_order])
+    moment = _staged_now(settings, [staged.topic])
+    late = stage(settings, moment - timedelta(minutes=1), moment + timedelta(minutes=1), entities=[staged])
+    assert created_window.isoformat() in late["work_orders"], late
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        assert conn.execute("SELECT is_deleted FROM staging.work_orders WHERE id = %s",
+                            [work_order]).fetchone() == (True,)
