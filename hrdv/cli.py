@@ -25,6 +25,7 @@ import psycopg
 from hrdv import generator
 from hrdv.dead_letters import dead_letters
 from hrdv.drift import drift_command, resync_command
+from hrdv.entities import ENTITIES
 from hrdv.settings import REPO_ROOT, Settings, load
 from hrdv.sql import sql_text
 
@@ -302,9 +303,13 @@ def status() -> None:
         return
     resource = KafkaResource.of_stack(settings)
     try:
-        for lag in resource.lag([settings.topic("interactions")]):
-            click.echo(f"{'lag':18} {lag.name}: {lag.lag} messages (end {lag.end_offset}, "
-                       f"committed by {settings.consumer_group} {lag.committed})")
+        lags = resource.lag([settings.topic(entity.name) for entity in ENTITIES])
+        behind = [lag for lag in lags if lag.lag]
+        click.echo(f"{'lag':18} {sum(lag.lag for lag in lags)} messages over {len(lags)} partitions of "
+                   f"{len({lag.topic for lag in lags})} topics (end {sum(lag.end_offset for lag in lags)}, "
+                   f"group {settings.consumer_group})")
+        for lag in behind:
+            click.echo(f"{'':18}   {lag.name}: {lag.lag} behind (end {lag.end_offset}, committed {lag.committed})")
         click.echo(f"{'heartbeat':18} newest CRM heartbeat commit in Kafka: {resource.latest_heartbeat()}")
     except Exception as error:  # noqa: BLE001 - status reports, it does not crash
         click.echo(f"{'lag':18} unavailable ({error})")
