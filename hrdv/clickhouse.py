@@ -47,6 +47,7 @@ SHARED_FUNCTIONS: tuple[str, ...] = (
     "dbz_max_message_bytes.sql",
     "dbz_max_wal_bytes_per_second.sql",
     "dbz_newest_heartbeat.sql",
+    "dbz_lsn.sql",
     "dbz_source_error.sql",
     "dbz_key_error.sql",
     "dbz_envelope_error.sql",

@@ -113,3 +113,19 @@ def test_a_text_key_delete_keeps_the_key(dsn: str, entity: Entity) -> None:
     with clickhouse.session(dsn) as client:
         rows = client.query(f"SELECT {entity.key}, is_deleted, lsn FROM hrdv.{entity.name}_buffer ORDER BY lsn").result_rows
     assert rows == [("K-42", 0, 1000), ("K-42", 1, 2000)]
+
+
+def test_an_incremental_snapshot_row_takes_its_read_position(dsn: str) -> None:
+    """Rows of an incremental snapshot (requested by `hrdv up` for tables added to the capture)
+    carry no source.lsn: the stream position they were read at (source.sequence) orders them;
+    without either the message is a dead letter."""
+    entity = ENTITIES[0]
+    read = _event(entity, op="r")
+    read["source"] |= {"lsn": None, "snapshot": "incremental", "sequence": '["100","2000"]'}
+    broken = _event(entity, op="r")
+    broken["source"]["lsn"] = None
+    _insert(dsn, entity, [(json.dumps(read), _key_of(entity)), (json.dumps(broken), _key_of(entity))])
+    with clickhouse.session(dsn) as client:
+        rows = client.query(f"SELECT op, lsn FROM hrdv.{entity.name}_buffer").result_rows
+        letters = client.query("SELECT `offset`, reason FROM hrdv.dead_letters FINAL").result_rows
+    assert rows == [("r", 2000)] and letters == [(1, "no source.lsn")]

@@ -32,7 +32,7 @@ CREATE OR REPLACE FUNCTION dbz_envelope_error AS (message, key, image, source_ta
     JSONType(message) != 'Object', 'not a JSON object',
     NOT JSONHas(message, 'op'), 'no op',
     JSONExtractString(message, 'op') NOT IN ('c', 'r', 'u', 'd'), 'unknown op',
-    JSONType(message, 'source', 'lsn') NOT IN ('Int64', 'UInt64'), 'no source.lsn',
+    dbz_lsn(message) IS NULL, 'no source.lsn',
     JSONType(message, 'source', 'ts_ms') NOT IN ('Int64', 'UInt64'), 'no source.ts_ms',
     JSONExtractString(message, 'source', 'table') != source_table, 'wrong source.table',
     JSONType(message, if(JSONExtractString(message, 'op') = 'd', 'before', 'after')) != 'Object',

@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION dbz_source_error AS (message) -> multiIf(
     JSONExtractUInt(message, 'source', 'ts_ms') > toUnixTimestamp64Milli(now64(3)) + 300000,
         'commit time in the future',
     dbz_newest_heartbeat().1 > 0
-        AND JSONExtractUInt(message, 'source', 'lsn') > dbz_newest_heartbeat().2 + 67108864
+        AND assumeNotNull(dbz_lsn(message)) > dbz_newest_heartbeat().2 + 67108864
             + dbz_max_wal_bytes_per_second() * greatest(0,
                 toInt64(JSONExtractUInt(message, 'source', 'ts_ms')) - dbz_newest_heartbeat().3) / 1000,
         'lsn ahead of the source',
