@@ -226,7 +226,9 @@ def _new_task_streams(settings: Settings, registration: Registration) -> bool:
     the one before the PUT, and a heartbeat was committed after we first saw that walsender
     (Debezium writes heartbeats from its streaming loop only). Call repeatedly: the first call
     that sees the new walsender only notes when. (pg_stat_replication.backend_start would say when
-    it connected, but only to a superuser or pg_read_all_stats: the owner sees NULL.)"""
+    it connected, but only to a superuser or pg_read_all_stats: the owner sees NULL.) Limit: if no
+    walsender streamed at the PUT (a Connect worker just started), the first one seen counts, so a
+    task that connected with the old config in the instant after the PUT could take the signal."""
     with psycopg.connect(settings.crm_dsn, connect_timeout=5) as conn:
         row = conn.execute("SELECT active_pid, now() FROM pg_replication_slots WHERE slot_name = %s",
                            [settings.slot_name]).fetchone()
