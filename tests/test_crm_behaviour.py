@@ -150,6 +150,17 @@ def test_shifts_cover_the_day_once() -> None:
         assert sum(bh.on_shift(B, shift, hour) for shift in ("day", "evening", "night")) == 1
 
 
+def test_shift_window_is_in_local_time() -> None:
+    at = datetime(2026, 11, 25, 12, 30, tzinfo=UTC).timestamp()  # 15:30 Moscow, 19:30 Novosibirsk
+    start, end = bh.shift_window(B, "day", 3, at)  # under way: 08:00-16:00 Moscow
+    assert (start, end) == (datetime(2026, 11, 25, 5, tzinfo=UTC).timestamp(),
+                            datetime(2026, 11, 25, 13, tzinfo=UTC).timestamp())
+    start, end = bh.shift_window(B, "day", 7, at)  # over: tomorrow's
+    assert start == datetime(2026, 11, 26, 1, tzinfo=UTC).timestamp() and end - start == 8 * 3600
+    start, end = bh.shift_window(B, "evening", 7, at)  # 16:00-24:00 Novosibirsk, under way
+    assert start <= at < end == datetime(2026, 11, 25, 17, tzinfo=UTC).timestamp()
+
+
 def test_incidents() -> None:
     rng = random.Random(6)
     gaps = [bh.next_incident_gap(B, rng) for _ in range(20000)]

@@ -95,6 +95,12 @@ def test_replay_same_seed_same_rows_and_times(fresh_crm) -> None:
     assert stats.actions["customers.insert"] > 0 and stats.actions["customers.update"] > 0
     assert new[2] > 0 and day_start <= new[0] and (new[1] - day_start).total_seconds() <= 86400
     _assert_lifecycle_order(first)
+    # operators' states over the replayed day: backdated, sound, and the same with the seed
+    assert stats.actions["operator_states.insert"] > 0
+    _assert_states_sound(first)
+    with psycopg.connect(first) as a, psycopg.connect(second) as b:
+        states = [c.execute("SELECT * FROM operator_states ORDER BY id").fetchall() for c in (a, b)]
+    assert states[0] == states[1]
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +367,97 @@ def test_reference_changes_on_a_crm_with_customers_only(crm_cluster) -> None:
         found = {name: conn.execute(query).fetchone()[0] for name, query in REFERENCE_VIOLATIONS.items()
                  if "primary" not in name and "queue" not in name}  # seeded customers have none
     assert found == {name: 0 for name in found}
+
+
+# --- operators' working states (operator_states) ---------------------------------------------
+
+# 16:00 in Moscow, Saint Petersburg, Rostov and Kazan (UTC+3), less 0.4 s: the day shift's
+# operators of most contact centres log in and, a moment later, out; the evening's log in.
+# Durations one hour per second, breaks every 10 minutes: every state shows within a second.
+SHIFT_CHANGE = datetime(2026, 11, 25, 12, 59, 59, 600000, tzinfo=timezone.utc)
+STATES_FAST = dataclasses.replace(FAST, break_every_median_s=600 / 3600, break_median_s=60 / 3600)
+
+STATE_VIOLATIONS = {
+    "more than one open state": """SELECT count(*) FROM (SELECT employee_id FROM operator_states
+        WHERE ended_at IS NULL GROUP BY 1 HAVING count(*) > 1) x""",
+    "operator whose states end with a closed one": """SELECT count(*) FROM (SELECT employee_id
+        FROM operator_states GROUP BY 1 HAVING count(*) FILTER (WHERE ended_at IS NULL) <> 1) x""",
+    "interval that does not chain to the next (gap, overlap, or open before the last)": """
+        SELECT count(*) FROM (SELECT ended_at, lead(started_at) OVER w AS next
+            FROM operator_states WINDOW w AS (PARTITION BY employee_id ORDER BY started_at, id)) x
+        WHERE next IS NOT NULL AND ended_at IS DISTINCT FROM next""",
+    "state of someone who is not an operator": """SELECT count(*) FROM operator_states s
+        JOIN employees e ON e.id = s.employee_id WHERE e.role <> 'operator'""",
+    "busy with a contact not assigned to the operator": """SELECT count(*) FROM operator_states s
+        LEFT JOIN interactions i ON i.id = s.interaction_id WHERE s.state = 'busy'
+        AND (i.id IS NULL OR i.operator_id IS DISTINCT FROM s.employee_id)""",
+    "busy or after-call work without its contact, or a contact in another state": """
+        SELECT count(*) FROM operator_states
+        WHERE (state IN ('busy', 'after_call_work')) <> (interaction_id IS NOT NULL)""",
+    "after-call work not right after being busy with the same contact": """
+        SELECT count(*) FROM (SELECT state, interaction_id, lag(state) OVER w AS before,
+            lag(interaction_id) OVER w AS before_contact
+            FROM operator_states WINDOW w AS (PARTITION BY employee_id ORDER BY started_at, id)) x
+        WHERE state = 'after_call_work' AND before IS NOT NULL
+            AND (before <> 'busy' OR before_contact IS DISTINCT FROM interaction_id)""",
+    "logged in twice or out twice in a row": """
+        SELECT count(*) FROM (SELECT state, lag(state) OVER w AS before FROM operator_states
+            WINDOW w AS (PARTITION BY employee_id ORDER BY started_at, id)) x
+        WHERE (state = 'logged_in' AND before IS NOT NULL AND before <> 'logged_out')
+            OR (state = 'logged_out' AND before = 'logged_out')""",
+}
+STATE_SNAPSHOT = "id, employee_id, state, interaction_id, ended_at IS NULL"
+
+
+@pytest.fixture(scope="module")
+def state_runs(crm_cluster) -> list[dict]:
+    """Two live runs of 4 000 changes with the same seed across a shift change (STATES_FAST)."""
+    runs = []
+    for name in ("crm_live_states_a", "crm_live_states_b"):
+        dsn = copy_seed(crm_cluster, name)
+        stats = live.run_live(dsn, rate=4000, max_changes=4000, seed=17, behaviour=STATES_FAST,
+                              start=SHIFT_CHANGE, progress_every=60)
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute(f"SELECT {STATE_SNAPSHOT} FROM operator_states ORDER BY id").fetchall()
+        runs.append({"dsn": dsn, "stats": stats, "rows": rows})
+    return runs
+
+
+def test_operator_states_every_kind_and_sound(state_runs) -> None:
+    run = state_runs[0]
+    stats = run["stats"]
+    print(f"\n{stats.summary()}; {stats.state_summary()}")
+    with psycopg.connect(run["dsn"]) as conn:
+        kinds = dict(conn.execute("SELECT state, count(*) FROM operator_states GROUP BY 1").fetchall())
+        found = {name: conn.execute(query).fetchone()[0] for name, query in STATE_VIOLATIONS.items()}
+    print(f"states: {kinds}")
+    assert set(kinds) == {"logged_in", "ready", "busy", "after_call_work", "break", "logged_out"}
+    assert found == {name: 0 for name in STATE_VIOLATIONS}
+    # Stats counts them like any other table: one insert per state, one update per closed one
+    assert stats.actions["operator_states.insert"] == sum(kinds.values())
+    assert stats.actions["operator_states.update"] == sum(kinds.values()) - sum(
+        1 for row in run["rows"] if row[4])
+    _assert_lifecycle_order(run["dsn"])
+
+
+def test_operator_states_repeat_with_the_seed(state_runs) -> None:
+    first, second = state_runs
+    assert first["stats"].actions == second["stats"].actions
+    assert first["rows"] == second["rows"] and len(first["rows"]) > 100
+
+
+def _assert_states_sound(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        found = {name: conn.execute(query).fetchone()[0] for name, query in STATE_VIOLATIONS.items()}
+    assert found == {name: 0 for name in STATE_VIOLATIONS}
+
+
+def test_operator_states_resume_on_a_second_run(state_runs) -> None:
+    """A second run (as after a restart or a reconnection) takes every operator's open state
+    from the CRM and goes on from it: the chains stay unbroken."""
+    dsn = state_runs[1]["dsn"]
+    stats = live.run_live(dsn, rate=4000, max_changes=1500, seed=18, behaviour=STATES_FAST,
+                          start=SHIFT_CHANGE, progress_every=60)
+    assert stats.actions["operator_states.insert"] > 0
+    _assert_states_sound(dsn)
+    _assert_lifecycle_order(dsn)

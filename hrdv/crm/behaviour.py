@@ -79,6 +79,37 @@ class Behaviour:
       contacts_per_operator_hour  what one operator on shift handles per hour.
       max_queue_factor        cap on how much an overloaded queue stretches first responses.
 
+    Operators' working states (operator_states: logged_in, ready, busy, after_call_work, break,
+    logged_out; one open interval per operator, each change closes it and opens the next)
+      desk_channels           channels an operator handles live at the desk, in a state; web
+                              forms and e-mail are worked from a back-office list without one.
+      acd_share               share of desk contacts the ACD routes to a logged-in operator of
+                              the queue's skill group: a READY one first, else one in after-call
+                              work or busy (who switches to the new contact). Such an assignment
+                              makes the operator busy with the contact, the end of its handling
+                              (the first response, or the closing when it is resolved at once)
+                              starts after-call work, and after-call work ends in ready, a break
+                              or logging out. The other contacts are assigned from a backlog
+                              (callbacks, queued chats) without a state change. The main knob of
+                              the volume (each state change writes 2 rows: the close of the open
+                              interval and the next one). Measured: a default live stream at 20
+                              changes/s on a CRM of 20 operators, two hours from 08:00 Moscow
+                              time: 19 % of all row changes are operator_states (acd_share 0.5:
+                              13 %, 0.7: 21 %). 0: only shifts and breaks, a few per operator
+                              and day.
+      after_call_work_median_s, after_call_work_sigma   after-call work (log-normal).
+      login_ready_median_s    from logging in to ready.
+      login_spread_s          operators log in up to this long before their shift starts (or,
+                              when the generator first sees them on shift, within this long);
+      logout_spread_s         and log out up to this long after it ends, once the contact in
+                              hand is done (employees.shift and shift_hours, in their region's
+                              local time).
+      break_every_median_s    time between breaks (log-normal, sigma 0.4); a break due while
+                              busy is taken after the contact's after-call work.
+      break_median_s          length of a break (log-normal, sigma 0.4).
+      Every *_s above is compressed by scaled() like the lifecycles; shift_hours are not, so a
+      short test sees logins and logouts by starting its clock near a shift boundary.
+
     Repeat contacts (same customer, same topic) as disjoint buckets of a repeat's age:
       repeat_24h_share        previous contact 0..24 h ago
       repeat_7d_share         previous contact 24 h..7 d ago
@@ -179,6 +210,16 @@ class Behaviour:
     contacts_per_operator_hour: float = 6.0
     max_queue_factor: float = 8.0
 
+    desk_channels: tuple[str, ...] = ("call", "chat", "messenger", "office")
+    acd_share: float = 0.6
+    after_call_work_median_s: float = 45.0
+    after_call_work_sigma: float = 0.6
+    login_ready_median_s: float = 90.0
+    login_spread_s: float = 900.0
+    logout_spread_s: float = 900.0
+    break_every_median_s: float = 2 * 3600.0
+    break_median_s: float = 600.0
+
     repeat_24h_share: float = 0.07
     repeat_7d_share: float = 0.06
     repeat_30d_share: float = 0.04
@@ -252,6 +293,8 @@ class Behaviour:
         repeats = self.repeat_24h_share + self.repeat_7d_share + self.repeat_30d_share
         if repeats * self.incident_repeat_boost > 1:
             raise ValueError("repeat shares (times incident_repeat_boost) must stay below 1")
+        if not 0 <= self.acd_share <= 1:
+            raise ValueError(f"acd_share must be within 0..1, got {self.acd_share}")
         if not self.channel_mix or min(self.channel_mix.values()) < 0:
             raise ValueError("channel_mix needs at least one channel and no negative share")
         unknown = set(self.reference_change_mix) - set(REFERENCE_CHANGE_KINDS)
@@ -348,6 +391,20 @@ def on_shift(b: Behaviour, shift: str, local_hour: int) -> bool:
     """Whether an operator of `shift` works at this local hour (unknown shifts: always)."""
     start, end = b.shift_hours.get(shift, (0, 24))
     return start <= local_hour < end
+
+
+def shift_window(b: Behaviour, shift: str, utc_offset_hours: float, t: float) -> tuple[float, float]:
+    """(start, end), epoch seconds, of the operator's shift under way at epoch second t, or else
+    of the next one (unknown shifts: the whole local day)."""
+    start_h, end_h = b.shift_hours.get(shift, (0, 24))
+    offset = utc_offset_hours * 3600
+    midnight = math.floor((t + offset) / 86400) * 86400 - offset  # local midnight, as epoch s
+    for day in (0, 1):
+        start = midnight + day * 86400 + start_h * 3600
+        end = midnight + day * 86400 + end_h * 3600
+        if t < end:
+            return start, end
+    raise AssertionError("unreachable: tomorrow's shift ends after t")
 
 
 def queue_factor(b: Behaviour, arrivals_per_hour: float, operators_on_shift: float) -> float:

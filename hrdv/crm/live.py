@@ -21,6 +21,14 @@ Besides the lifecycles, a small share of the steps (Behaviour.reference_change_s
 reference entity: customers sign up, change tariff, status, segment or branch; contact persons,
 employees, queues, branches and service areas change too (hrdv.crm.reference_changes).
 
+Operators' working states (operator_states, when the CRM has the table): operators log in around
+their shift's start and out after its end, go ready, are made busy by the ASSIGN step of a desk
+contact the ACD routes to them (Behaviour.acd_share), do after-call work once its handling ends
+and take breaks now and then. Each change closes the operator's open interval and opens the next
+one, in the transaction of the step that causes it; timed changes (login, end of after-call work
+or of a break, shift end) are events of the same heap. The bulk loader's history has no states:
+an operator gets their first state from the first live or replay run that sees them.
+
 The source-model change (migration 001, hrdv.crm.migrate) may be applied while the generator
 runs. Until it sees it, every transaction first takes interactions' ROW EXCLUSIVE lock and then
 looks for the new column: the migration's ALTER TABLE needs an ACCESS EXCLUSIVE lock, so either
@@ -106,6 +114,19 @@ CLAIM_REVIEW = f"UPDATE claims SET status = 'in_review', updated_at = {TS} WHERE
 CLAIM_DECIDE = f"""UPDATE claims SET status = %(status)s, outcome = %(outcome)s, resolved_at = {TS},
     updated_at = {TS} WHERE id = %(id)s"""
 
+# Operators' working states: close the open interval, open the next one at the same instant (the
+# closed row's ended_at, so that an operator's intervals chain exactly, in live mode too where the
+# instant is the CRM's clock). greatest(): a replay of an earlier day never ends a state before
+# it started.
+CLOSE_STATE = f"""UPDATE operator_states SET ended_at = greatest({TS}, started_at), updated_at = {TS}
+    WHERE id = %(id)s"""
+INSERT_STATE = f"""INSERT INTO operator_states (id, employee_id, state, started_at, interaction_id, updated_at)
+    VALUES (%(id)s, %(employee)s, %(state)s,
+            coalesce((SELECT ended_at FROM operator_states WHERE id = %(previous)s::bigint), {TS}),
+            %(interaction)s, {TS})"""
+HAS_OPERATOR_STATES = "SELECT to_regclass('operator_states') IS NOT NULL"
+WORKING_STATES = ("logged_in", "ready", "busy", "after_call_work", "break")
+
 HAS_CHANNEL_DETAIL = """SELECT EXISTS (SELECT 1 FROM pg_attribute
     WHERE attrelid = 'interactions'::regclass AND attname = 'channel_detail' AND NOT attisdropped)"""
 
@@ -185,6 +206,21 @@ class OpenInteraction:
     incident: bool = False
     reopened: bool = False
     work_order_spawned: bool = False
+    handler: int | None = None  # the operator busy with it (operator_states), until handled
+
+
+@dataclass
+class OperatorState:
+    """An operator's current state (operator_states' open row) and their next timed change."""
+
+    id: int
+    state: str | None = None          # None: the CRM has no state of theirs yet
+    row: int | None = None            # operator_states.id of the open interval
+    interaction: int | None = None    # busy / after_call_work: the contact
+    shift_end: float = math.inf       # log out at the first chance after this
+    next_break: float = math.inf      # take a break at the first chance after this
+    token: int = -1                   # seq of their pending heap event; others are stale
+    action: str | None = None         # what that event does
 
 
 @dataclass
@@ -219,6 +255,11 @@ class Stats:
         return (f"{self.changes} changes ({ins} inserts, {self.changes - ins - dele} updates, "
                 f"{dele} deletes) in {self.transactions} transactions, {self.elapsed_s:.1f} s, "
                 f"{rate:.0f} changes/s")
+
+    def state_summary(self) -> str:
+        """'operator states 412 (14.8%)': row changes of operator_states and their share."""
+        rows = sum(n for key, n in self.actions.items() if key.startswith("operator_states."))
+        return f"operator states {rows} ({rows / self.changes if self.changes else 0.0:.1%})"
 
     def reference_summary(self) -> str:
         """'reference changes 52 (1.3%): customers 25, contact_persons 18, ...' (rows)."""
@@ -259,6 +300,10 @@ class Simulator:
         self._weights_cache: tuple[int, dict[str, float]] | None = None
         self._staff_cache: tuple[int, float] | None = None
         self.refs: rc.ReferenceChanges | None = None  # reference changes; _prepare loads them
+        # Operators' working states, when the CRM has operator_states (_next_ids tells).
+        self.states = "operator_states" in self.next_ids
+        self.operators: dict[int, OperatorState] = {}
+        self._op_index: dict[int, tuple[str, str, float]] | None = None  # id -> (group, shift, offset)
 
     # -- clock and scheduling --
     def ts(self, t: float) -> datetime | None:
@@ -291,6 +336,7 @@ class Simulator:
         """A change of a customer, contact person, employee, queue, branch or service area."""
         assert self.refs is not None
         self._staff_cache = None  # operators may have been hired or moved shift
+        self._op_index = None
         return self.refs.change(self.ts(t))
 
     # -- arrivals --
@@ -386,7 +432,9 @@ class Simulator:
 
     # -- lifecycle events --
     def pop_event(self) -> list[Statement]:
-        t, _, kind, key = heapq.heappop(self.heap)
+        t, seq, kind, key = heapq.heappop(self.heap)
+        if kind == "o":
+            return self._operator_event(t, seq, key)
         handler = {"i": self._interaction_step, "w": self._work_order_step,
                    "c": self._claim_step, "newclaim": self._new_claim}[kind]
         return handler(t, key)
@@ -401,15 +449,25 @@ class Simulator:
         ts = self.ts(t)
         out: list[Statement] = []
         if action == "assign":
-            out.append((ASSIGN, dict(id=iid, operator=self._operator(t, item), ts=ts)))
+            operator, busy = self._assign(t, item)
+            out.append((ASSIGN, dict(id=iid, operator=operator, ts=ts)))
+            out += busy
         elif action == "respond":
             status = "in_work" if self.migrated else "in_progress"
             out.append((RESPOND, dict(id=iid, status=status, ts=ts)))
             if item.plan.work_order and not item.work_order_spawned:
                 out += self._new_work_order(t, item)
+            # The operator's handling ends with the first response, unless the contact is
+            # resolved in the same conversation (its closing is the next step).
+            resolved_now = (item.plan.resolved_first_contact and not item.reopened
+                            and bool(item.steps) and item.steps[0].action == "close")
+            if item.handler is not None and not resolved_now:
+                out += self._handling_done(t, item)
         elif action == "close":
             fcr = item.plan.resolved_first_contact and not item.reopened
             out.append((CLOSE, dict(id=iid, fcr=fcr, ts=ts)))
+            if item.handler is not None:
+                out += self._handling_done(t, item)
         elif action == "reopen":
             item.reopened = True
             out.append((REOPEN, dict(id=iid, ts=ts)))
@@ -438,6 +496,150 @@ class Simulator:
         at = datetime.fromtimestamp(t, timezone.utc)
         working = [o for o in candidates if bh.on_shift(self.b, o[1], bh.local_time(at, o[2]).hour)]
         return self.rng.choice(working or candidates)[0]
+
+    # -- operators' working states --
+    def _ops(self, t: float) -> dict[int, tuple[str, str, float]]:
+        """id -> (skill group, shift, utc offset) of every operator; an operator seen for the
+        first time (hired, or the first run on this CRM) gets a login planned."""
+        if self._op_index is None:
+            self._op_index = {oid: (group, shift, offset) for group in sorted(self.crm.operators)
+                              for oid, shift, offset in self.crm.operators[group]}
+            for oid in sorted(self._op_index):
+                if oid not in self.operators:
+                    self.operators[oid] = op = OperatorState(oid)
+                    self._plan_login(t, op)
+        return self._op_index
+
+    def _shift(self, op: OperatorState, t: float) -> tuple[float, float]:
+        _, shift, offset = self._ops(t)[op.id]
+        return bh.shift_window(self.b, shift, offset, t)
+
+    def _at(self, t: float, op: OperatorState, action: str) -> None:
+        """Plan the operator's next timed change (the previously planned one becomes stale)."""
+        self.schedule(t, "o", op.id)
+        op.token, op.action = self.seq, action
+
+    def _plan_login(self, t: float, op: OperatorState) -> None:
+        start, _ = self._shift(op, t)
+        spread = self.rng.uniform(0, self.b.login_spread_s)
+        # Under way already (first seen on shift): log in soon; else a little before it starts.
+        self._at(t + spread if start <= t else max(t, start - spread), op, "login")
+
+    def _set_state(self, t: float, op: OperatorState, state: str,
+                   interaction: int | None = None) -> list[Statement]:
+        ts, out = self.ts(t), []
+        if op.row is not None:
+            out.append((CLOSE_STATE, dict(id=op.row, ts=ts)))
+        row = self.new_id("operator_states")
+        out.append((INSERT_STATE, dict(id=row, employee=op.id, state=state, previous=op.row,
+                                       interaction=interaction, ts=ts)))
+        op.state, op.row, op.interaction = state, row, interaction
+        return out
+
+    def _assign(self, t: float, item: OpenInteraction) -> tuple[int | None, list[Statement]]:
+        """The operator an interaction is assigned to, and the state change it causes: a desk
+        contact routed by the ACD (Behaviour.acd_share) makes a logged-in operator busy."""
+        if (self.states and not item.plan.test_record and item.channel in self.b.desk_channels
+                and self.rng.random() < self.b.acd_share):
+            self._ops(t)
+            group = self.crm.queues.get(item.queue, "")
+            candidates = self.crm.operators.get(group) or [o for g in sorted(self.crm.operators)
+                                                           for o in self.crm.operators[g]]
+            staff = [self.operators[o[0]] for o in candidates if o[0] in self.operators]
+            # Not one whose shift is over or whose break is due: they finish what they have.
+            staff = [op for op in staff if t < min(op.shift_end, op.next_break)]
+            pool = ([op for op in staff if op.state == "ready"]
+                    or [op for op in staff if op.state in ("after_call_work", "busy")])
+            if pool:
+                op = self.rng.choice(pool)
+                if op.state == "busy" and op.interaction in self.interactions:
+                    self.interactions[op.interaction].handler = None  # put on hold
+                item.handler = op.id
+                op.token = -1  # no timed change while busy: the handling's end decides
+                return op.id, self._set_state(t, op, "busy", item.id)
+        return self._operator(t, item), []
+
+    def _handling_done(self, t: float, item: OpenInteraction) -> list[Statement]:
+        op = self.operators.get(item.handler) if item.handler is not None else None
+        item.handler = None
+        if op is None or op.state != "busy" or op.interaction != item.id:
+            return []
+        out = self._set_state(t, op, "after_call_work", item.id)
+        self._at(t + bh.lognormal(self.rng, self.b.after_call_work_median_s,
+                                  self.b.after_call_work_sigma), op, "available")
+        return out
+
+    def _available(self, t: float, op: OperatorState) -> list[Statement]:
+        """After logging in, after-call work or a break: log out if the shift is over, take a
+        break if one is due, else ready (until the shift's end or the next break)."""
+        if t >= op.shift_end:
+            out = self._set_state(t, op, "logged_out")
+            op.shift_end = op.next_break = math.inf
+            self._plan_login(t, op)
+        elif t >= op.next_break:
+            out = self._set_state(t, op, "break")
+            self._at(t + bh.lognormal(self.rng, self.b.break_median_s, 0.4), op, "break_end")
+        else:
+            out = self._set_state(t, op, "ready")
+            self._at(min(op.shift_end, op.next_break), op, "available")
+        return out
+
+    def _operator_event(self, t: float, seq: int, oid: int) -> list[Statement]:
+        op = self.operators.get(oid)
+        if op is None or seq != op.token:
+            return []  # superseded: the operator took a contact, or was planned again
+        op.token, action = -1, op.action
+        if action == "login":
+            start, end = self._shift(op, t)
+            if start - t > self.b.login_spread_s + 1:  # moved to another shift meanwhile
+                self._plan_login(t, op)
+                return []
+            op.shift_end = end + self.rng.uniform(0, self.b.logout_spread_s)
+            op.next_break = t + bh.lognormal(self.rng, self.b.break_every_median_s, 0.4)
+            out = self._set_state(t, op, "logged_in")
+            self._at(t + bh.lognormal(self.rng, self.b.login_ready_median_s, 0.5), op, "available")
+            return out
+        if action == "break_end":
+            op.next_break = t + bh.lognormal(self.rng, self.b.break_every_median_s, 0.4)
+        elif action == "handled":  # resumed busy with a contact no longer open
+            out = self._set_state(t, op, "after_call_work", op.interaction)
+            self._at(t + bh.lognormal(self.rng, self.b.after_call_work_median_s,
+                                      self.b.after_call_work_sigma), op, "available")
+            return out
+        return self._available(t, op)
+
+    def _resume_states(self, conn: psycopg.Connection, start: float) -> None:
+        """Take every operator's open state from the CRM and plan what comes next (by id)."""
+        operators = {oid for group in self.crm.operators.values() for oid, _, _ in group}
+        resumed = [OperatorState(oid, state, row, interaction) for oid, row, state, interaction
+                   in conn.execute("""SELECT employee_id, id, state, interaction_id FROM operator_states
+                       WHERE ended_at IS NULL ORDER BY employee_id""") if oid in operators]
+        for op in resumed:
+            self.operators[op.id] = op
+        self._ops(start)  # the operators without a state: a login at their shift
+        for op in resumed:
+            if op.state not in WORKING_STATES:
+                self._plan_login(start, op)
+                continue
+            shift_start, shift_end = self._shift(op, start)
+            op.shift_end = (shift_end if shift_start <= start else start) + self.rng.uniform(
+                0, self.b.logout_spread_s)
+            op.next_break = start + bh.lognormal(self.rng, self.b.break_every_median_s, 0.4)
+            if op.state == "busy":
+                item = self.interactions.get(op.interaction)
+                if (item is not None and item.handler is None and item.steps
+                        and item.steps[0].action == "respond"):
+                    item.handler = op.id  # its first response ends the handling
+                else:
+                    self._at(start + bh.lognormal(self.rng, self.b.after_call_work_median_s, 0.5),
+                             op, "handled")
+            elif op.state == "break":
+                self._at(start + bh.lognormal(self.rng, self.b.break_median_s, 0.4), op, "break_end")
+            elif op.state == "ready":
+                self._at(min(op.shift_end, op.next_break), op, "available")
+            else:  # logged_in, after_call_work
+                self._at(start + bh.lognormal(self.rng, self.b.after_call_work_median_s, 0.5),
+                         op, "available")
 
     def _area(self, item: OpenInteraction) -> str | None:
         areas = (self.crm.areas_by_branch.get(item.branch or "") or self.crm.areas_by_region.get(item.region))
@@ -525,6 +727,8 @@ class Simulator:
             steps = deque(plan.steps[1:] if status == "in_review" else plan.steps)
             self.claims[cid] = OpenClaim(cid, plan.outcome, steps)
             self._continue(max(start, updated.timestamp()), "c", cid, steps)
+        if self.states:
+            self._resume_states(conn, start)
 
     def _resume_history(self, conn: psycopg.Connection, start: float) -> None:
         since = datetime.fromtimestamp(start - 30 * 86400, timezone.utc)
@@ -564,16 +768,20 @@ def _after(steps: tuple[Step, ...], action: str | None, fallback: list[Step]) ->
 # --- running against PostgreSQL ----------------------------------------------------------------
 def _next_ids(conn: psycopg.Connection) -> dict[str, int]:
     query = sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}")
-    return {table: conn.execute(query.format(sql.Identifier(table))).fetchone()[0]
-            for table in ("interactions", "work_orders", "claims", "customers", "contact_persons",
-                          "employees")}
+    tables = ["interactions", "work_orders", "claims", "customers", "contact_persons", "employees"]
+    if conn.execute(HAS_OPERATOR_STATES).fetchone()[0]:
+        tables.append("operator_states")  # an older CRM without it: no operators' states
+    return {table: conn.execute(query.format(sql.Identifier(table))).fetchone()[0] for table in tables}
 
 
 def _sync_identities(conn: psycopg.Connection) -> None:
-    """work_orders, claims, contact_persons and employees have identity ids, but the generator
-    writes explicit ones (max+1: deterministic); move the sequences past them so that another
-    writer relying on the identity does not collide."""
-    for table in ("work_orders", "claims", "contact_persons", "employees"):
+    """work_orders, claims, contact_persons, employees and operator_states have identity ids, but
+    the generator writes explicit ones (max+1: deterministic); move the sequences past them so that
+    another writer relying on the identity does not collide."""
+    tables = ["work_orders", "claims", "contact_persons", "employees"]
+    if conn.execute(HAS_OPERATOR_STATES).fetchone()[0]:
+        tables.append("operator_states")
+    for table in tables:
         conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), max(id)) FROM {} "
                              "HAVING max(id) IS NOT NULL").format(
             sql.Literal(table), sql.Identifier(table)))
@@ -620,7 +828,7 @@ def _progress(stats: Stats, sim: Simulator, pace: Pace, mode: str) -> None:
     stats.elapsed_s = pace.elapsed()
     print(f"generator ({mode}): {stats.summary()}; open: {len(sim.interactions)} interactions, "
           f"{len(sim.work_orders)} work orders, {len(sim.claims)} claims; "
-          f"{stats.reference_summary()}", flush=True)
+          f"{stats.reference_summary()}; {stats.state_summary()}", flush=True)
 
 
 @dataclass
