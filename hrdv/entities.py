@@ -102,6 +102,7 @@ class Entity:
     kind: str = "fact"  # fact | reference
     # Status values the marts know; others warn (check statuses_known). Empty: no status column.
     statuses: tuple[str, ...] = ()
+    status_column: str = "status"  # the column holding them
     # Business timestamps that place a row in reporting windows: a change to one of them (or a
     # new, deleted or re-dimensioned row) alters the windows of its old and new values.
     lifecycle: tuple[str, ...] = ()
@@ -123,8 +124,8 @@ class Entity:
                                *([self.changed_at] if self.changed_at else [])) if c not in names]
         if unknown:
             raise ValueError(f"{self.name}: lifecycle/dimensions/history/changed_at name unknown columns {unknown}")
-        if self.statuses and "status" not in names:
-            raise ValueError(f"{self.name}: statuses given but no status column")
+        if self.statuses and self.status_column not in names:
+            raise ValueError(f"{self.name}: statuses given but no column {self.status_column}")
         if self.kind not in ("fact", "reference"):
             raise ValueError(f"{self.name}: kind must be fact or reference, got {self.kind!r}")
         if any(c.personal for c in self.columns if c.name == self.key):
@@ -149,7 +150,7 @@ class Entity:
 
     @property
     def has_status(self) -> bool:
-        return any(column.name == "status" for column in self.staged)
+        return bool(self.statuses) and any(column.name == self.status_column for column in self.staged)
 
     @property
     def keeps_history(self) -> bool:

@@ -263,7 +263,7 @@ def read_changes(clickhouse: ClickHouseResource, entities: Iterable[StagedEntity
 
 def _read_entity(client, staged: StagedEntity, window: dict) -> ChangesRead:
     result = client.query(entity_sql.window_query(staged.entity), parameters={**window, "unavailable": UNAVAILABLE})
-    status = "status" if staged.entity.has_status else "CAST(NULL AS Nullable(String))"
+    status = staged.entity.status_column if staged.entity.has_status else "CAST(NULL AS Nullable(String))"
     summary = client.query(render_sql("queries/changes_by_window.sql", {
         "entity": staged.name, "key": staged.entity.key, "status": status}), parameters=window).result_rows
     versions = (client.query(entity_sql.versions_query(staged.entity), parameters=window).result_rows

@@ -76,12 +76,14 @@ def test_drift_is_reported_by_the_window_check_and_repaired_by_resync(stack: Set
     monkeypatch.setenv("HRDV_COMPLETE_WAIT_S", "30")
     monkeypatch.setenv("HRDV_DRIFT_SAMPLE", "1000")  # every key the window changed is compared
     clean = backfill(instance, key, key)  # staged by Dagster: the check finds nothing
-    evaluation = next(e for e in clean.get_asset_check_evaluations() if e.check_name == "matches_source")
+    evaluation = next(e for e in clean.get_asset_check_evaluations()
+                      if e.check_name == "matches_source" and e.asset_key == INTERACTIONS.staging_key)
     assert evaluation.passed and evaluation.metadata["judged"].value >= 1, evaluation.description
     _behind_the_back(stack, target, "status = 'closed', subject = 'edited in staging'")
 
     result = backfill(instance, key, key)  # the window again: the same LSN does not replace the row
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "matches_source")
+    evaluation = next(e for e in result.get_asset_check_evaluations()
+                      if e.check_name == "matches_source" and e.asset_key == INTERACTIONS.staging_key)
     assert not evaluation.passed and evaluation.partition == key, evaluation.description
     drifted = evaluation.metadata["drifted_keys"].value
     assert drifted == {str(target): "differs in status, subject"}, drifted
