@@ -281,9 +281,22 @@ CLAIMS = Entity(
     changed_at="updated_at",
 )
 
+OPERATOR_STATES = Entity(
+    "operator_states", "Рабочие состояния операторов / operators' working states", "id",
+    (_c("id", "bigint"), _c("employee_id", "bigint", "the operator"),
+     _c("state", "text", "logged_in, ready, busy, after_call_work, break, logged_out"),
+     _c("started_at", TS), _c("ended_at", TS, "NULL while current"),
+     _c("interaction_id", "bigint", "the contact handled while busy or in after-call work"),
+     _c("updated_at", TS)),
+    # One row per state interval: occupancy and operator load are sums of its durations.
+    statuses=("logged_in", "ready", "busy", "after_call_work", "break", "logged_out"), status_column="state",
+    lifecycle=("started_at", "ended_at"), dimensions=("employee_id", "state"),
+    changed_at="updated_at",
+)
+
 ENTITIES: tuple[Entity, ...] = (
     FEDERAL_DISTRICTS, REGIONS, BRANCHES, SERVICE_AREAS, CHANNELS, TOPICS, QUEUES, TARIFFS,
-    CUSTOMERS, CONTACT_PERSONS, EMPLOYEES, INTERACTIONS, WORK_ORDERS, CLAIMS,
+    CUSTOMERS, CONTACT_PERSONS, EMPLOYEES, INTERACTIONS, WORK_ORDERS, CLAIMS, OPERATOR_STATES,
 )
 BY_NAME: dict[str, Entity] = {entity.name: entity for entity in ENTITIES}
 HEARTBEAT_TABLE = "debezium_heartbeat"  # captured too: Debezium's heartbeat.action.query writes it
