@@ -75,7 +75,10 @@ def test_daily_curve_peaks_in_local_time(replayed: str) -> None:
     by_local = [0] * 24
     for local_hour, _, _ in rows:
         by_local[local_hour] += 1
-    peak = max(range(24), key=by_local.__getitem__)
+    # The peak of three-hour sums: single hours on the plateau (10-13 h) differ by less than their
+    # noise (±6 %), so the top single hour wanders with the RNG's sequence; their sums do not.
+    smoothed = [sum(by_local[(hour + d) % 24] for d in (-1, 0, 1)) for hour in range(24)]
+    peak = max(range(24), key=smoothed.__getitem__)
     assert abs(peak - B.peak_local_hour) <= 1, by_local
     # Far-east customers sleep at night in THEIR time, not Moscow's: measured in local hours their
     # night is quiet, measured in Moscow hours it is not.
