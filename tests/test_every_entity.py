@@ -141,7 +141,7 @@ def test_every_entity_is_staged_with_its_history(stack) -> None:
         first_seq = _install_audit(conn)
         since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     try:
-        live.run_live(settings.crm_dsn, rate=400, max_changes=4000, seed=12,
+        live.run_live(settings.crm_dsn, rate=500, max_changes=3000, seed=12,
                               behaviour=scaled(Behaviour(reference_change_share=0.3), 1 / 600),
                               progress_every=60)
     finally:

@@ -276,10 +276,14 @@ def replay_topic(settings: Settings, batch: int = 5000, table: str = "interactio
     consumer = _consumer(settings, f"{settings.consumer_group}-replay")
     consumer.assign([TopicPartition(topic, p, 0) for p in ends])
     replayed, pending = 0, {p: end for p, end in ends.items() if end > 0}
+    deadline = time.monotonic() + 60
     try:
         while pending:
-            messages = [m for m in consumer.consume(batch, timeout=5) if not m.error()]
-            assert messages, f"nothing more to read of {topic} before its end offsets {ends}"
+            # A short poll: consume() waits its whole timeout for a batch it cannot fill.
+            messages = [m for m in consumer.consume(batch, timeout=0.5) if not m.error()]
+            if not messages:
+                assert time.monotonic() < deadline, f"nothing more to read of {topic} before its end offsets {ends}"
+                continue
             messages = [m for m in messages if m.offset() < ends[m.partition()]]
             rows = ingest.queue_rows(messages, ingest.topic_queues(settings))
             with clickhouse.session(settings.clickhouse_dsn) as client:
