@@ -163,7 +163,10 @@ def main() -> None:
             rows = {e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
                     for e in result.get_asset_materialization_events()
                     if e.materialization.metadata["dagster/row_count"].value}
-            print(f"run {run}: window {key}: {timings[-1]:.2f} s  rows {rows}  success={result.success}")
+            staging = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                           if "run_duration_s" in e.materialization.metadata)
+            print(f"run {run}: window {key}: {timings[-1]:.2f} s (staging: barrier {staging['run_barrier_s'].value} s, "
+                  f"read {staging['run_read_s'].value} s, read + write {staging['run_duration_s'].value} s)  rows {rows}  success={result.success}")
         print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "
               f"(staging + mart of one window, in-process)")
     finally:

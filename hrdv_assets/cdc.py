@@ -533,16 +533,17 @@ def build_staging_asset(entities: list[StagedEntity]):
         selected = _selected(context, entities)
         keys = requested_keys(context)
         topics = [s.topic for s in selected]
+        begun = time.monotonic()
         complete_until = require_complete(kafka, topics, keys[-1])
-        started = time.monotonic()
         lag = sum(p.lag for p in kafka.lag(topics))
+        started = time.monotonic()
         start, end = window_of(keys[0]).start, window_of(keys[-1]).end
         reads = read_changes(clickhouse, selected, start, end)
         read_s = time.monotonic() - started
         late = write_changes(hrdv_db, reads.values(), start)
         run_figures = {"windows_in_run": len(keys), "entities_in_run": len(selected),
-                       "kafka_lag_at_run_start": lag, "run_read_s": round(read_s, 3),
-                       "run_duration_s": round(time.monotonic() - started, 3)}
+                       "kafka_lag_at_run_start": lag, "run_barrier_s": round(started - begun, 3),
+                       "run_read_s": round(read_s, 3), "run_duration_s": round(time.monotonic() - started, 3)}
         for read in reads.values():
             _report(context, read, keys, late[read.staged.name], run_figures)
         context.log.info(f"staged {sum(len(r.rows) for r in reads.values())} changes of {len(selected)} "
