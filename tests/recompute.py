@@ -21,7 +21,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from hrdv.definitions import ASSETS, WINDOWED, defs
 from hrdv.settings import Settings
-from hrdv_assets.cdc import STAGED, build_cdc_assets, read_changes, write_changes
+from hrdv_assets.cdc import read_changes, write_changes
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY
 from partitions import WINDOW
 from resources.clickhouse import ClickHouseResource

@@ -202,7 +202,6 @@ def test_other_processes_wait_for_the_session_lock(dsn: str) -> None:
     import time
 
     from hrdv import clickhouse
-    from hrdv.ingest import QUEUE_COLUMNS
 
     probe = ("import sys, time; from hrdv import clickhouse\n"
              "t = time.monotonic()\n"

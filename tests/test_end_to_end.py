@@ -34,7 +34,7 @@ from recompute import (
 
 from hrdv import generator
 from hrdv.definitions import ASSETS, WINDOWED, defs
-from hrdv_assets.interactions import INTERACTIONS, MART_KEY
+from hrdv_assets.interactions import MART_KEY
 from partitions import window_of
 from resources.kafka import KafkaResource
 from sensors.kafka_lag import run_windows
