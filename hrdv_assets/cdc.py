@@ -179,18 +179,24 @@ def _buffer_spec(staged: StagedEntity) -> AssetSpec:
     )
 
 
-def _staging_spec(staged: StagedEntity) -> AssetSpec:
+def _postgres_spec(staged: StagedEntity, key: AssetKey, table: str, description: str,
+                   columns: list[TableColumn]) -> AssetSpec:
+    """A windowed staging table of `staged` in PostgreSQL, fed by its buffer."""
     return AssetSpec(
-        key=staged.staging_key,
+        key=key,
         deps=[staged.buffer_key],
         partitions_def=reporting_windows,
         group_name=staged.name,
         owners=OWNERS,
         kinds={"postgres"},
-        description=staged.description,
-        metadata={"dagster/table_name": f"hrdv.staging.{staged.name}",
-                  "dagster/column_schema": TableSchema(columns=list(staged.columns))},
+        description=description,
+        metadata={"dagster/table_name": f"hrdv.staging.{table}",
+                  "dagster/column_schema": TableSchema(columns=columns)},
     )
+
+
+def _staging_spec(staged: StagedEntity) -> AssetSpec:
+    return _postgres_spec(staged, staged.staging_key, staged.name, staged.description, list(staged.columns))
 
 
 def _history_spec(staged: StagedEntity) -> AssetSpec:
@@ -199,20 +205,11 @@ def _history_spec(staged: StagedEntity) -> AssetSpec:
                 TableColumn("valid_to_lsn", "numeric", "LSN of the next version"),
                 TableColumn("is_current", "boolean", "the row's current version"))
     columns = [c for c in staged.columns if c.name != "committed_at"] + list(validity)
-    return AssetSpec(
-        key=staged.history_key,
-        deps=[staged.buffer_key],
-        partitions_def=reporting_windows,
-        group_name=staged.name,
-        owners=OWNERS,
-        kinds={"postgres"},
-        description=(f"Validity history staging.{staged.name}_history of {staged.entity.title}: every "
-                     f"version of every row, valid from its CRM commit to the next one's, so a report "
-                     f"takes {', '.join(staged.entity.history)} as they were at an event's time. "
-                     "Written with staging, order-free (redeliveries and late windows fit in by LSN)."),
-        metadata={"dagster/table_name": f"hrdv.staging.{staged.name}_history",
-                  "dagster/column_schema": TableSchema(columns=columns)},
-    )
+    description = (f"Validity history staging.{staged.name}_history of {staged.entity.title}: every "
+                   f"version of every row, valid from its CRM commit to the next one's, so a report "
+                   f"takes {', '.join(staged.entity.history)} as they were at an event's time. "
+                   "Written with staging, order-free (redeliveries and late windows fit in by LSN).")
+    return _postgres_spec(staged, staged.history_key, f"{staged.name}_history", description, columns)
 
 
 # --- reading a run's changes ---------------------------------------------------------------------
@@ -304,8 +301,7 @@ def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_star
 
 
 def _copy_into_temp(cur: psycopg.Cursor, staged: StagedEntity, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-        sql.Identifier(staged.temp_table), sql.Identifier("staging", staged.name)))
+    """COPY `rows` into the entity's temporary table (the upsert's and the history's input)."""
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(staged.temp_table), sql.SQL(", ").join(map(sql.Identifier, columns)))
     with cur.copy(copy) as writer:
@@ -317,16 +313,15 @@ def _write_entity(cur: psycopg.Cursor, read: ChangesRead, range_start: datetime)
     staged = read.staged
     if not read.rows:
         return []
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+        sql.Identifier(staged.temp_table), sql.Identifier("staging", staged.name)))
     _copy_into_temp(cur, staged, read.columns, read.rows)
     late = cur.execute(staged.late_windows, {"range_start": range_start, "window": WINDOW,
                                              "origin": WINDOW_ORIGIN}).fetchall() if staged.late_windows else []
     cur.execute(entity_sql.upsert_sql(staged.entity), {"unavailable": UNAVAILABLE})
     if staged.entity.keeps_history:
         cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(staged.temp_table)))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(staged.temp_table), sql.SQL(", ").join(map(sql.Identifier, read.columns)))) as writer:
-            for row in read.versions:
-                writer.write_row(row)
+        _copy_into_temp(cur, staged, read.columns, read.versions)
         cur.execute(entity_sql.history_sql(staged.entity), {"unavailable": UNAVAILABLE})
     cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(staged.temp_table)))
     # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
