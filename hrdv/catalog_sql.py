@@ -1,0 +1,318 @@
+"""The marts' SQL, produced from the KPI catalog (hrdv.catalog) by the templates in
+sql/postgres/catalog/. Nothing here knows an indicator by name: adding one is a catalog entry.
+
+Per family (interactions, work_orders, ...) and grain (window, hour, day) one long table
+mart.kpi_<family>_<grain>: a row per period x indicator x dimension set x dimension values, with the
+value and the parts it came from (numerator, denominator, rows). Window rows are computed from
+staging, one grouped scan per event (GROUPING SETS over every dimension set the event's indicators
+are cut by). Hours and days are recomputed for the periods a run touched: additive kinds from the
+windows' parts, snapshots from the period's last published window, percentiles and distinct counts
+from the period's rows (a day's p90 is the p90 of the day's rows).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from hrdv import entities
+from hrdv.catalog import TOTAL, Catalog, DimensionSet, Event, Family, Indicator
+from hrdv.settings import REPO_ROOT
+
+TEMPLATES = REPO_ROOT / "sql" / "postgres" / "catalog"
+GRAINS = ("window", "hour", "day")
+REPORTING_TZ = ZoneInfo("Europe/Moscow")
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_ALIAS = re.compile(r"\b([a-z_][a-z0-9_]*)\.")
+
+
+def table(family: Family | str, grain: str) -> str:
+    name = family if isinstance(family, str) else family.name
+    return f"mart.kpi_{name}_{grain}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A per-row expression of one indicator inside an event's scan (r.<name> in the aggregates)."""
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One indicator's figures over a group of an event's rows."""
+    indicator: Indicator
+    sets: tuple[str, ...]
+    rows: str
+    numerator: str
+    denominator: str
+    value: str
+    per: int | None = None  # rate: the value is numerator * per / the base
+
+
+@dataclass(frozen=True)
+class EventScan:
+    name: str
+    source: str  # staging.<entity>
+    condition: str  # which rows of the entity fall into period p
+    joins: tuple[str, ...]
+    dimensions: tuple[tuple[str, str], ...]  # (name, SQL)
+    sets: tuple[DimensionSet, ...]
+    columns: tuple[Column, ...]
+    aggregates: tuple[Aggregate, ...]
+    uses_base: bool
+
+
+def grouping_case(dimensions: list[str], sets: list[DimensionSet], prefix: str = "r.dim_") -> str:
+    """CASE over GROUPING(...) naming each row's dimension set."""
+    if not dimensions:
+        return f"'{TOTAL}'"
+    args = ", ".join(f"{prefix}{d}" for d in dimensions)
+    whens = []
+    for dimension_set in sets:
+        mask = sum(1 << (len(dimensions) - 1 - i) for i, d in enumerate(dimensions)
+                   if d not in dimension_set.dimensions)
+        whens.append(f"WHEN {mask} THEN '{dimension_set.name}'")
+    return f"CASE GROUPING({args}) {' '.join(whens)} END"
+
+
+def _event_condition(event: Event, entity: entities.Entity, catalog: Catalog) -> str:
+    if event.shape == "time":
+        times = event.times
+        branches = []
+        for i, column in enumerate(times):
+            earlier = "".join(f"f.{c} IS NULL AND " for c in times[:i])
+            branches.append(f"({earlier}f.{column} >= p.period_start AND f.{column} < p.period_end)")
+        return "NOT f.is_deleted AND (" + " OR ".join(branches) + ")"
+    if event.shape == "open":
+        spec = event.open
+        all_null = " AND ".join(f"f.{c} IS NULL" for c in spec.until)
+        each = " AND ".join(f"(f.{c} IS NULL OR f.{c} >= p.period_end)" for c in spec.until)
+        later = " OR ".join(f"f.{c} >= p.period_end" for c in spec.until)
+        # The redundant OR lets the planner combine the open-rows index and the end-time indexes.
+        return (f"NOT f.is_deleted AND f.{spec.from_} < p.period_end AND {each} "
+                f"AND (({all_null}) OR {later})")
+    spec = event.overlap
+    hours = catalog.parameters["max_state_hours"].value
+    return (f"NOT f.is_deleted AND f.{spec.from_} < p.period_end "
+            f"AND f.{spec.from_} >= p.period_start - interval '{int(hours)} hours' "
+            f"AND (f.{spec.until} IS NULL OR f.{spec.until} > p.period_start)")
+
+
+def _as_of_time(event: Event) -> str:
+    if event.shape == "time":
+        times = event.times
+        return f"f.{times[0]}" if len(times) == 1 else f"coalesce({', '.join('f.' + t for t in times)})"
+    if event.shape == "open":
+        return "p.period_end"
+    return f"f.{event.overlap.from_}"
+
+
+def _join_sql(alias: str, join, as_of: str) -> str:
+    referenced = entities.entity(join.entity)
+    if join.as_of:
+        return (f"LEFT JOIN LATERAL (\n        SELECT h.* FROM staging.{referenced.name}_history AS h\n"
+                f"        WHERE h.{referenced.key} = {join.key} AND NOT h.is_deleted\n"
+                f"        ORDER BY h.valid_from > {as_of}, abs(extract(epoch FROM h.valid_from - {as_of}))\n"
+                f"        LIMIT 1\n    ) AS {alias} ON true")
+    return (f"LEFT JOIN staging.{referenced.name} AS {alias}\n"
+            f"        ON {alias}.{referenced.key} = {join.key} AND NOT {alias}.is_deleted")
+
+
+def _needed_joins(family: Family, texts: list[str]) -> list[str]:
+    """The family's joins the SQL texts reference, with the joins those depend on, in file order."""
+    joins = family.spec.joins
+    needed: set[str] = set()
+    pending = {a for text in texts for a in _ALIAS.findall(text) if a in joins}
+    while pending:
+        alias = pending.pop()
+        if alias not in needed:
+            needed.add(alias)
+            pending |= {a for a in _ALIAS.findall(joins[alias].key) if a in joins}
+    return [alias for alias in joins if alias in needed]
+
+
+def _clipped_seconds(event: Event) -> str:
+    if event.shape != "overlap":
+        return "NULL"
+    spec = event.overlap
+    return (f"extract(epoch FROM least(coalesce(f.{spec.until}, p.period_end), p.period_end) "
+            f"- greatest(f.{spec.from_}, p.period_start))")
+
+
+def _aggregate(catalog: Catalog, family: Family, indicator: Indicator, n: int,
+               clipped: str) -> tuple[list[Column], Aggregate]:
+    render = lambda text: catalog.render(text, clipped_s=clipped)  # noqa: E731
+    f, m, c = f"r._f{n}", f"r._m{n}", f"r._c{n}"
+    columns = [Column(f"_f{n}", f"coalesce(({render(indicator.filter) or 'true'}), false)")]
+    if indicator.measure:
+        columns.append(Column(f"_m{n}", f"({render(indicator.measure)})::float8"))
+    if indicator.condition:
+        columns.append(Column(f"_c{n}", f"coalesce(({render(indicator.condition)}), false)"))
+    if indicator.kind == "deadline":
+        columns.append(Column(f"_c{n}", f"({render(indicator.done)}) <= ({render(indicator.due)})"))
+    rows = f"count(*) FILTER (WHERE {f})"
+    null = "NULL::float8"
+    kind, aggregate = indicator.kind, (indicator.aggregate or "")
+    if kind == "count" or (kind == "snapshot" and aggregate == "count"):
+        numerator, denominator, value = f"{rows}::float8", null, f"{rows}::float8"
+    elif kind == "sum":
+        numerator = f"coalesce(sum({m}) FILTER (WHERE {f}), 0)"
+        denominator, value = null, numerator
+    elif kind == "average" or (kind == "snapshot" and aggregate == "average"):
+        numerator = f"sum({m}) FILTER (WHERE {f})"
+        denominator = f"count({m}) FILTER (WHERE {f})::float8"
+        value = f"{numerator} / nullif({denominator}, 0)"
+    elif kind == "ratio" or (kind == "snapshot" and aggregate == "ratio"):
+        weight = render(indicator.weight) or "1"
+        numerator_weight = render(indicator.numerator_weight) or weight
+        columns.append(Column(f"_w{n}", f"({weight})::float8"))
+        columns.append(Column(f"_nw{n}", f"({numerator_weight})::float8"))
+        numerator = f"coalesce(sum(r._nw{n}) FILTER (WHERE {f} AND {c}), 0)"
+        denominator = f"sum(r._w{n}) FILTER (WHERE {f})"
+        value = f"{numerator} / nullif({denominator}, 0)"
+    elif kind == "deadline":
+        columns.append(Column(f"_due{n}", f"({render(indicator.due)}) IS NOT NULL"))
+        numerator = f"count(*) FILTER (WHERE {f} AND r._due{n} AND {c})::float8"
+        denominator = f"count(*) FILTER (WHERE {f} AND r._due{n})::float8"
+        value = f"{numerator} / nullif({denominator}, 0)"
+    elif kind == "percentile":
+        numerator = null
+        denominator = f"count({m}) FILTER (WHERE {f})::float8"
+        value = f"percentile_cont({indicator.quantile}) WITHIN GROUP (ORDER BY {m}) FILTER (WHERE {f})"
+    elif kind == "distinct":
+        numerator = f"count(DISTINCT {m}) FILTER (WHERE {f})::float8"
+        denominator, value = null, numerator
+    elif kind == "per_distinct":
+        numerator = f"{rows}::float8"
+        denominator = f"count(DISTINCT {m}) FILTER (WHERE {f})::float8"
+        value = f"{numerator} / nullif({denominator}, 0)"
+    elif kind == "rate":
+        numerator, denominator, value = f"{rows}::float8", null, null
+    else:  # pragma: no cover - the catalog's schema admits no other kind
+        raise ValueError(f"{indicator.id}: kind {kind} has no SQL")
+    sets = tuple(s.name for s in family.sets_of(indicator))
+    return columns, Aggregate(indicator, sets, rows, numerator, denominator, value, indicator.per)
+
+
+def event_scans(catalog: Catalog, family: Family, indicators: list[Indicator] | None = None) -> list[EventScan]:
+    chosen = indicators if indicators is not None else family.indicators
+    scans = []
+    for event_name, event in family.spec.events.items():
+        mine = [i for i in chosen if i.event == event_name]
+        if not mine:
+            continue
+        clipped = _clipped_seconds(event)
+        columns: list[Column] = []
+        aggregates: list[Aggregate] = []
+        for indicator in mine:
+            n = family.indicators.index(indicator)
+            extra, aggregate = _aggregate(catalog, family, indicator, n, clipped)
+            columns += extra
+            aggregates.append(aggregate)
+        sets: dict[DimensionSet, None] = {}
+        for indicator in mine:
+            for dimension_set in family.sets_of(indicator):
+                sets.setdefault(dimension_set, None)
+        used = sorted({d for s in sets for d in s.dimensions})
+        dimensions = tuple((d, family.spec.dimensions[d]) for d in used)
+        texts = [sql for _, sql in dimensions] + [c.sql for c in columns]
+        as_of = _as_of_time(event)
+        joins = tuple(_join_sql(alias, family.spec.joins[alias], as_of)
+                      for alias in _needed_joins(family, texts))
+        scans.append(EventScan(
+            name=event_name, source=f"staging.{family.entity.name}",
+            condition=_event_condition(event, family.entity, catalog), joins=joins, dimensions=dimensions,
+            sets=tuple(sets), columns=tuple(columns), aggregates=tuple(aggregates),
+            uses_base=any(i.kind == "rate" for i in mine)))
+    return scans
+
+
+def _bases(catalog: Catalog, family: Family, indicators: list[Indicator]) -> list[dict]:
+    rates = [i for i in indicators if i.kind == "rate"]
+    names = sorted({i.base for i in rates})
+    result = []
+    for name in names:
+        base = catalog.bases[name]
+        sets: dict[DimensionSet, None] = {}
+        for indicator in rates:
+            if indicator.base == name:
+                for dimension_set in family.sets_of(indicator):
+                    sets.setdefault(dimension_set, None)
+        used = sorted({d for s in sets for d in s.dimensions})
+        result.append({"name": name, "entity": entities.entity(base.entity), "filter": base.filter or "true",
+                       "dimensions": [(d, base.dimensions[d]) for d in used], "sets": list(sets),
+                       "grouping": grouping_case(used, list(sets))})
+    return result
+
+
+# --- statements ---------------------------------------------------------------------------------------
+STATEMENT_BREAK = "-- next statement\n"
+
+
+def statements(sql: str) -> list[str]:
+    """A generated script's statements, to execute one by one with parameters."""
+    return [part for part in sql.split(STATEMENT_BREAK) if part.strip()]
+
+
+def compute_sql(catalog: Catalog, family: Family, grain: str, indicators: list[Indicator] | None = None,
+                target: str | None = None) -> str:
+    """Replace the rows of `indicators` (default: all) of mart.kpi_<family>_<grain> (or of
+    `target`, a table like it) for the periods %(starts)s / %(ends)s (timestamptz arrays),
+    computed from staging."""
+    chosen = indicators if indicators is not None else family.indicators
+    scans = event_scans(catalog, family, chosen)
+    return _ENV.get_template("compute.sql.j2").render(
+        family=family, grain=grain, target=target or table(family, grain), scans=scans,
+        all_dimensions=family.used_dimensions, subset=indicators is not None,
+        indicator_ids=[i.id for i in chosen], bases=_bases(catalog, family, chosen),
+        grouping_case=grouping_case)
+
+
+def roll_up_sql(catalog: Catalog, family: Family, grain: str) -> str:
+    """Recompute mart.kpi_<family>_<grain> (hour or day) for the periods %(starts)s/%(ends)s from
+    the window rows: additive kinds from their parts, snapshots from the last published window.
+    Percentiles and distinct counts come from compute_sql over the period's rows instead."""
+    parts = [i for i in family.indicators if i.roll_up == "parts"]
+    last = [i for i in family.indicators if i.roll_up == "last"]
+    return _ENV.get_template("roll_up.sql.j2").render(
+        family=family, target=table(family, grain), source=table(family, "window"),
+        dimensions=family.used_dimensions, parts=parts, last=last)
+
+
+def rows_indicators(family: Family) -> list[Indicator]:
+    return [i for i in family.indicators if i.roll_up == "rows"]
+
+
+def ddl(catalog: Catalog) -> str:
+    """Every mart table, index, comparison view and staging index the catalog needs (idempotent)."""
+    parts = [_ENV.get_template("publications.sql.j2").render()]
+    for family in catalog.families.values():
+        parts.append(_ENV.get_template("mart_tables.sql.j2").render(
+            family=family, grains=GRAINS, dimensions=family.used_dimensions, table=table,
+            catalog=catalog))
+        parts.append(_ENV.get_template("staging_indexes.sql.j2").render(
+            family=family, entity=family.entity, events=family.spec.events.values()))
+    return "\n".join(parts)
+
+
+# --- periods ------------------------------------------------------------------------------------------
+def hour_of(moment: datetime) -> tuple[datetime, datetime]:
+    start = moment.astimezone(REPORTING_TZ).replace(minute=0, second=0, microsecond=0)
+    return start, start + timedelta(hours=1)
+
+
+def day_of(moment: datetime) -> tuple[datetime, datetime]:
+    local = moment.astimezone(REPORTING_TZ)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)  # Moscow keeps no daylight saving
+
+
+def periods_of(grain: str, window_starts: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """The hours or days holding the windows, each once, in order."""
+    of = hour_of if grain == "hour" else day_of
+    return sorted({of(start) for start in window_starts})
