@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -336,6 +336,12 @@ class Catalog:
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 SPECIAL = {"dimensions.yaml", "parameters.yaml", "bases.yaml"}
+
+
+@lru_cache(maxsize=1)
+def default() -> Catalog:
+    """The repository's catalog, loaded once per process."""
+    return load()
 
 
 def load(directory: Path = CATALOG_DIR) -> Catalog:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from hrdv import entities
+from hrdv import entities, entity_sql
 from hrdv.catalog import TOTAL, Catalog, DimensionSet, Event, Family, Indicator
 from hrdv.settings import REPO_ROOT
 
@@ -316,3 +316,45 @@ def periods_of(grain: str, window_starts: list[datetime]) -> list[tuple[datetime
     """The hours or days holding the windows, each once, in order."""
     of = hour_of if grain == "hour" else day_of
     return sorted({of(start) for start in window_starts})
+
+
+# --- late changes ---------------------------------------------------------------------------------
+_ROW_COLUMN = re.compile(r"\bf\.([a-z_][a-z0-9_]*)")
+
+
+def _event_inputs(catalog: Catalog, family: Family, event_name: str) -> set[str]:
+    """The row's columns an event's figures read: its times, filters, measures, dimensions, join keys."""
+    event = family.spec.events[event_name]
+    chosen = [i for i in family.indicators if i.event == event_name]
+    texts = [catalog.render(getattr(i, name), clipped_s="0") or ""
+             for i in chosen for name in ("filter", "measure", "condition", "weight", "numerator_weight",
+                                          "done", "due")]
+    used = {d for i in chosen for s in family.sets_of(i) for d in s.dimensions}
+    texts += [family.spec.dimensions[d] for d in used]
+    texts += [family.spec.joins[alias].key for alias in _needed_joins(family, texts)]
+    return set(_ROW_COLUMN.findall(" ".join(texts))) | set(event.columns)
+
+
+def late_windows_sql(catalog: Catalog, entity: entities.Entity) -> str | None:
+    """Earlier windows whose catalog figures a batch of the entity's changes alters (None when no
+    family reads the entity): for each event time, the windows of its old and new value when the
+    row is new, deleted or undeleted, or a column that event's figures read changed. Snapshots
+    (open events) are as of their publication and are not listed: a backfill restates them."""
+    staged = {c.name for c in entity.staged}
+    events: dict[tuple[str, ...], set[str]] = {}
+    for family in catalog.families.values():
+        if family.entity.name != entity.name:
+            continue
+        for name, event in family.spec.events.items():
+            if event.shape == "open" or not any(i.event == name for i in family.indicators):
+                continue
+            inputs = _event_inputs(catalog, family, name) & staged
+            moments = [tuple(event.times)] if event.shape == "time" else \
+                [(event.overlap.from_,), (event.overlap.until,)]
+            for moment in moments:
+                events.setdefault(moment, set()).update(inputs)
+    if not events:
+        return None
+    return _ENV.get_template("late_windows.sql.j2").render(
+        entity=entity, temp=entity_sql.temp_table(entity),
+        events=[(times, sorted(columns)) for times, columns in sorted(events.items())])

@@ -24,6 +24,7 @@ import psycopg
 
 from hrdv import generator
 from hrdv.dead_letters import dead_letters
+from hrdv.catalog_cli import catalog_group
 from hrdv.drift import drift_command, resync_command
 from hrdv.entities import ENTITIES
 from hrdv.settings import REPO_ROOT, Settings, load
@@ -53,7 +54,7 @@ def init_stores(settings: Settings, customers: int, history_days: int = 0, seed:
     otherwise only customers 1..N. Runs before the connector exists, so that Debezium's
     snapshot, not its stream, carries the loaded rows.
     """
-    from hrdv import entity_sql
+    from hrdv import catalog, catalog_sql, entity_sql
     from hrdv.clickhouse import apply_schema
     from hrdv.crm import bulk_load
     from hrdv.stack import postgres
@@ -62,6 +63,7 @@ def init_stores(settings: Settings, customers: int, history_days: int = 0, seed:
         conn.execute(sql_text("postgres/hrdv_schema.sql"))
         for _, statement in entity_sql.staging_ddl():
             conn.execute(statement)
+        conn.execute(catalog_sql.ddl(catalog.load()))  # the KPI marts and the indexes they read
         postgres.apply_grants(conn, REPO_ROOT / "sql" / "postgres" / "hrdv_grants.sql",
                               writer=settings.writer.user, reporting=settings.reporting.user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
@@ -421,6 +423,7 @@ def crm_migrate(name: str) -> None:
 main.add_command(dead_letters)
 main.add_command(drift_command)
 main.add_command(resync_command)
+main.add_command(catalog_group)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_pr
 
 from hrdv.settings import load
 from hrdv_assets.cdc import STAGED, build_cdc_assets
+from hrdv_assets.kpi import FACTS, MART_KEYS, PUBLICATIONS_KEY, kpi_assets, recompute_kpi_marts
 from hrdv_assets.interactions import (
     INTERACTIONS,
     MART_KEY,
@@ -31,15 +32,16 @@ _settings = load()
 WINDOW_RUN_TAGS = {"dagster/max_runtime": "600"}
 
 # Every asset: topic, buffer and staging of each CRM entity (hrdv/entities.py), and the marts.
-ASSETS = [*build_cdc_assets(STAGED.values()), *interaction_assets]
+ASSETS = [*build_cdc_assets(STAGED.values()), *interaction_assets, *kpi_assets]
 # Every windowed asset: the staging (and history) of every CRM entity, and the marts.
 WINDOWED = [key for staged in STAGED.values() for key in (staged.staging_key, staged.history_key) if key]
+KPI_KEYS = [*MART_KEYS, PUBLICATIONS_KEY]  # the catalog's marts, published together
 
 crm_windows = define_asset_job(
     name="crm_windows",
     description=("Staging of every CRM entity (one ClickHouse session, one transaction) and the KPI "
                  "marts, for a reporting window or a range."),
-    selection=AssetSelection.assets(*WINDOWED, MART_KEY),
+    selection=AssetSelection.assets(*WINDOWED, MART_KEY, *KPI_KEYS),
     tags=WINDOW_RUN_TAGS,
 )
 
@@ -53,17 +55,31 @@ def interaction_kpi_recompute() -> None:
     recompute_interaction_kpi()
 
 
+@job(
+    name="kpi_marts_recompute",
+    description=("Every KPI mart of exactly the windows that changes of any fact entity staged later "
+                 "altered, with the hours and days holding them."),
+    tags=WINDOW_RUN_TAGS,
+)
+def kpi_marts_recompute() -> None:
+    recompute_kpi_marts()
+
+
 defs = Definitions(
     assets=ASSETS,
-    jobs=[crm_windows, interaction_kpi_recompute],
+    jobs=[crm_windows, interaction_kpi_recompute, kpi_marts_recompute],
     sensors=[
         build_window_sensor(
             crm_windows, [ObservedTopic(s.topic, s.topic_key, s.buffer_key) for s in STAGED.values()],
-            published_by=[*WINDOWED, MART_KEY], name="crm_kafka_lag_sensor",
+            published_by=[*WINDOWED, MART_KEY, *KPI_KEYS], name="crm_kafka_lag_sensor",
         ),
         build_late_change_sensor(
-            interaction_kpi_recompute, "recompute_interaction_kpi", INTERACTIONS.staging_key,
+            interaction_kpi_recompute, "recompute_interaction_kpi", [INTERACTIONS.staging_key],
             name="interactions_late_change_sensor",
+        ),
+        build_late_change_sensor(
+            kpi_marts_recompute, "recompute_kpi_marts", [STAGED[name].staging_key for name in FACTS],
+            name="kpi_late_change_sensor", metadata_key="kpi_late_windows",
         ),
     ],
     # One process per run, whatever job runs it: a window's run is seconds of work, and the

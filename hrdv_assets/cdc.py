@@ -36,7 +36,8 @@ from dagster import (
 import psycopg
 from psycopg import sql
 
-from hrdv import drift, entity_sql
+from hrdv import catalog as kpi_catalog
+from hrdv import catalog_sql, drift, entity_sql
 from hrdv.clickhouse import render_sql
 from hrdv.entities import ENTITIES, Entity
 from hrdv.settings import load
@@ -134,6 +135,12 @@ class StagedEntity:
         (sql/postgres/staging_<name>_late_windows.sql), else the generated one."""
         own = f"postgres/staging_{self.name}_late_windows.sql"
         return sql_text(own) if sql_exists(own) else entity_sql.late_windows_sql(self.entity)
+
+    @cached_property
+    def kpi_late_windows(self) -> str | None:
+        """The earlier windows a batch of changes alters in the KPI catalog's marts (None when no
+        catalog family reads this entity's rows)."""
+        return catalog_sql.late_windows_sql(kpi_catalog.default(), self.entity)
 
 
 STAGED: dict[str, StagedEntity] = {entity.name: StagedEntity(entity) for entity in ENTITIES}
@@ -291,9 +298,17 @@ def _key(moment: datetime) -> str:
 
 
 # --- writing them ---------------------------------------------------------------------------------
-def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_start: datetime) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class Late:
+    """Windows before a run's range that its changes made stale (ISO starts): of the interaction
+    mart's figures (the entity's late-window rule) and of the KPI catalog's marts."""
+    windows: list[str]
+    kpi: list[str]
+
+
+def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_start: datetime) -> dict[str, Late]:
     """Upserts every entity's changes (and history versions) in one transaction; returns per entity
-    the windows before range_start they make stale (ISO starts)."""
+    the windows before range_start they make stale."""
     with db.connect() as conn, conn.cursor() as cur:
         # The buffer's times are UTC without a zone attached.
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
@@ -309,15 +324,16 @@ def _copy_into_temp(cur: psycopg.Cursor, staged: StagedEntity, columns: tuple[st
             writer.write_row(row)
 
 
-def _write_entity(cur: psycopg.Cursor, read: ChangesRead, range_start: datetime) -> list[str]:
+def _write_entity(cur: psycopg.Cursor, read: ChangesRead, range_start: datetime) -> Late:
     staged = read.staged
     if not read.rows:
-        return []
+        return Late([], [])
     cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
         sql.Identifier(staged.temp_table), sql.Identifier("staging", staged.name)))
     _copy_into_temp(cur, staged, read.columns, read.rows)
-    late = cur.execute(staged.late_windows, {"range_start": range_start, "window": WINDOW,
-                                             "origin": WINDOW_ORIGIN}).fetchall() if staged.late_windows else []
+    params = {"range_start": range_start, "window": WINDOW, "origin": WINDOW_ORIGIN}
+    late = cur.execute(staged.late_windows, params).fetchall() if staged.late_windows else []
+    kpi_late = cur.execute(staged.kpi_late_windows, params).fetchall() if staged.kpi_late_windows else []
     cur.execute(entity_sql.upsert_sql(staged.entity), {"unavailable": UNAVAILABLE})
     if staged.entity.keeps_history:
         cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(staged.temp_table)))
@@ -325,7 +341,8 @@ def _write_entity(cur: psycopg.Cursor, read: ChangesRead, range_start: datetime)
         cur.execute(entity_sql.history_sql(staged.entity), {"unavailable": UNAVAILABLE})
     cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(staged.temp_table)))
     # Windows before the first partition (a snapshot's history) cannot be recomputed anyway.
-    return [utc(start).isoformat() for (start,) in late if start >= reporting_windows.start]
+    return Late(*([utc(start).isoformat() for (start,) in rows if start >= reporting_windows.start]
+                  for rows in (late, kpi_late)))
 
 
 # --- checks -----------------------------------------------------------------------------------------
@@ -470,7 +487,7 @@ def _selected(context: AssetExecutionContext, entities: list[StagedEntity]) -> l
     return [s for s in entities if s.staging_key in chosen or s.history_key in chosen]
 
 
-def _report(context: AssetExecutionContext, read: ChangesRead, keys: list[str], late: list[str],
+def _report(context: AssetExecutionContext, read: ChangesRead, keys: list[str], late: Late,
             run_figures: dict) -> None:
     staged = read.staged
     targets = [k for k in (staged.staging_key, staged.history_key) if k in context.selected_asset_keys]
@@ -485,11 +502,14 @@ def _report(context: AssetExecutionContext, read: ChangesRead, keys: list[str], 
     if staged.staging_key in targets:
         # Windows whose marts are stale until recomputed: the late-change sensor reads this list
         # (sensors/late_changes.py), on the run's last window. Capped: metadata must stay small.
-        context.add_asset_metadata({"late_window_count": len(late),
-                                    "late_windows": MetadataValue.json(late[:MAX_LISTED_WINDOWS])},
+        # kpi_late_windows: the same for the KPI catalog's marts (kpi_late_change_sensor).
+        context.add_asset_metadata({"late_window_count": len(late.windows),
+                                    "late_windows": MetadataValue.json(late.windows[:MAX_LISTED_WINDOWS]),
+                                    "kpi_late_windows": MetadataValue.json(late.kpi[:MAX_LISTED_WINDOWS])},
                                    asset_key=staged.staging_key, partition_key=keys[-1])
-        if late:
-            context.log.warning(f"{staged.name}: {len(late)} earlier window(s) changed after their run: {late[:10]}")
+        if late.windows or late.kpi:
+            context.log.warning(f"{staged.name}: earlier windows changed after their run: "
+                                f"{late.windows[:10]}; in the KPI marts: {late.kpi[:10]}")
 
 
 def _window_checks(context: AssetExecutionContext, read: ChangesRead, keys: list[str]) -> Iterator:

@@ -11,7 +11,7 @@ So the marts converge to the CRM without anyone starting a backfill.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 from dagster import (
@@ -49,39 +49,56 @@ def recompute_request(keys: list[str], op_name: str, cursor: str) -> RunRequest:
     )
 
 
-def build_late_change_sensor(job: JobDefinition, op_name: str, staging_key: AssetKey, name: str):
+def new_records(instance, staging_keys: Sequence[AssetKey], after: int | None) -> tuple[list, str | None]:
+    """Materialisations of any of `staging_keys` after storage id `after`, oldest first, and the
+    cursor past them. Storage ids are global to the event log, so one id is the cursor of every
+    key; when a key had more than a tick's worth, the cursor stops at its last one read."""
+    records, truncated = [], []
+    for key in staging_keys:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=RECORDS_PER_TICK, ascending=True)
+        records += result.records
+        if result.has_more and result.records:
+            truncated.append(result.records[-1].storage_id)
+    if not records:
+        return [], None
+    cursor = min(truncated) if truncated else max(r.storage_id for r in records)
+    records = sorted((r for r in records if r.storage_id <= cursor), key=lambda r: r.storage_id)
+    return records, str(cursor)
+
+
+def build_late_change_sensor(job: JobDefinition, op_name: str, staging_keys: Sequence[AssetKey], name: str,
+                             metadata_key: str = "late_windows"):
+    """A sensor recomputing, through `job`'s op `op_name`, exactly the windows staging listed under
+    `metadata_key` in its materialisations of `staging_keys`."""
+    watched = ", ".join(key.to_user_string() for key in staging_keys)
+
     @sensor(
         name=name,
         job=job,
         minimum_interval_seconds=10,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Recomputes the mart of exactly the earlier windows that changes staged later altered "
-            "(deletes, reopenings, corrections, late commits), from staging's late_windows metadata."
+            f"Recomputes the marts of exactly the earlier windows that changes staged later altered "
+            f"(deletes, reopenings, corrections, late commits), from staging's {metadata_key} metadata "
+            f"of {watched}."
         ),
     )
     def late_change_sensor(context: SensorEvaluationContext):
         after = int(context.cursor) if context.cursor else None
-        result = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=staging_key, after_storage_id=after),
-            limit=RECORDS_PER_TICK,
-            ascending=True,
-        )
-        if not result.records:
+        records, cursor = new_records(context.instance, staging_keys, after)
+        if not records:
             return SensorResult(
-                skip_reason=SkipReason(f"no new materialisation of {staging_key.to_user_string()}"),
-                cursor=context.cursor,
-            )
-        cursor = str(result.records[-1].storage_id)
+                skip_reason=SkipReason(f"no new materialisation of {watched}"), cursor=context.cursor)
         listed = [
-            record.asset_materialization.metadata["late_windows"].value
-            for record in result.records
-            if "late_windows" in record.asset_materialization.metadata
+            record.asset_materialization.metadata[metadata_key].value
+            for record in records
+            if metadata_key in record.asset_materialization.metadata
         ]
         keys = late_partition_keys(listed)
         if not keys:
             return SensorResult(
-                skip_reason=SkipReason(f"{len(result.records)} staging materialisation(s) altered no earlier window"),
+                skip_reason=SkipReason(f"{len(records)} staging materialisation(s) altered no earlier window"),
                 cursor=cursor,
             )
         context.log.info(f"{len(keys)} window(s) altered late, recomputing exactly those: {keys[:10]}")

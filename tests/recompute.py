@@ -21,7 +21,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from hrdv.definitions import ASSETS, WINDOWED, defs
 from hrdv.settings import Settings
-from hrdv_assets.cdc import read_changes, write_changes
+from hrdv_assets.cdc import Late, read_changes, write_changes
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY
 from partitions import WINDOW
 from resources.clickhouse import ClickHouseResource
@@ -46,7 +46,7 @@ INSERT_INTERACTION_SQL = """
     FROM customers c ORDER BY c.id LIMIT 1"""
 
 
-def stage(settings: Settings, start: datetime, end: datetime, entities=(INTERACTIONS,)) -> dict[str, list[str]]:
+def stage(settings: Settings, start: datetime, end: datetime, entities=(INTERACTIONS,)) -> dict[str, Late]:
     """Staging's read of the buffer and its upsert over [start, end), with the asset's functions;
     returns the late windows per entity."""
     reads = read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), entities, start, end)

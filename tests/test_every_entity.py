@@ -200,13 +200,15 @@ def test_late_changes_of_a_work_order_list_the_windows_they_alter(stack) -> None
         late = stage(settings, start - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1),
                      entities=[staged])["work_orders"]
         created_window = created.astimezone(timezone.utc).replace(second=0, microsecond=0)
-        assert created_window.isoformat() in late, (created_window, late)
+        assert created_window.isoformat() in late.windows, (created_window, late)
+        assert created_window.isoformat() in late.kpi, (created_window, late)  # work_orders_created
     finally:
         with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM work_orders WHERE id = %s", [work_order])
     moment = _staged_now(settings, [staged.topic])
     late = stage(settings, moment - timedelta(minutes=1), moment + timedelta(minutes=1), entities=[staged])
-    assert created_window.isoformat() in late["work_orders"], late
+    assert created_window.isoformat() in late["work_orders"].windows, late
+    assert created_window.isoformat() in late["work_orders"].kpi, late
     with psycopg.connect(settings.hrdv_dsn) as conn:
         assert conn.execute("SELECT is_deleted FROM staging.work_orders WHERE id = %s",
                             [work_order]).fetchone() == (True,)
