@@ -28,6 +28,13 @@ BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
 }"""
+SENSOR_CURSOR = """
+query($sensor: SensorSelector!) {
+  sensorOrError(sensorSelector: $sensor) {
+    ... on Sensor { sensorState { typeSpecificData { ... on SensorData { lastCursor } } } }
+  }
+}"""
+REPOSITORY = {"repositoryName": "__repository__", "repositoryLocationName": "hrdv"}
 DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 
 
@@ -58,7 +65,7 @@ class DagsterApi:
         """What the UI's backfill of a job's partitions launches."""
         return self._launch({"partitionNames": keys, "selector": {
             "partitionSetName": f"{job}_partition_set",
-            "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "hrdv"}}})
+            "repositorySelector": REPOSITORY}})
 
     def _launch(self, params: dict) -> str:
         result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
@@ -77,6 +84,12 @@ class DagsterApi:
                 raise TimeoutError(f"backfill {backfill_id} still {status} after {timeout:.0f} s")
             time.sleep(0.5)
         return status
+
+    def sensor_cursor(self, name: str) -> str | None:
+        """The cursor the sensor's ticks left, None before its first."""
+        data = self.graphql(SENSOR_CURSOR, {"sensor": {**REPOSITORY, "sensorName": name}})
+        state = data["sensorOrError"].get("sensorState") or {}
+        return (state.get("typeSpecificData") or {}).get("lastCursor")
 
     def set_sensor(self, name: str, running: bool) -> None:
         """Start or stop a sensor, as the UI's toggle does (through Dagster's CLI)."""

@@ -308,6 +308,7 @@ class Writer:
     def __init__(self, settings: Settings, rate: float, every_entity: bool = False) -> None:
         self.settings, self.rate, self.every_entity = settings, rate, every_entity
         self.changes = 0
+        self.starts = 0  # how many times it was started: a test can tell whether it wrote since
         self._seed = 100
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -317,6 +318,7 @@ class Writer:
         if self._thread is not None:
             return
         self._seed += 1  # a new sequence of decisions, from the CRM's current state
+        self.starts += 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(self._seed, self._stop),
                                         name="hrdv-fault-writer", daemon=True)
