@@ -43,6 +43,12 @@ class Column:
     # Personal data (names, phones, e-mails of customers and their contacts): never captured;
     # Debezium drops the column at the source (column.exclude.list), so no HRDV store holds it.
     personal: bool = False
+    # The CRM column's DEFAULT, for a column the CRM added with one (an SQL literal that PostgreSQL
+    # and ClickHouse read alike, e.g. '0'). PostgreSQL shows rows written before the column with
+    # that value without rewriting them, so they send no change; HRDV gives it likewise to what it
+    # holds from before: events without the column (parsed or buffered before it), and staged rows
+    # when staging gains the column. Otherwise those rows would stay NULL where the CRM says 0.
+    default: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _CH_TYPES and not _NUMERIC.fullmatch(self.type):
@@ -161,7 +167,7 @@ class Entity:
         return f"public.{self.name}"
 
 
-def _c(name: str, type_: str, description: str = "", **flags: bool) -> Column:
+def _c(name: str, type_: str, description: str = "", **flags: object) -> Column:
     return Column(name, type_, description, **flags)
 
 
@@ -244,17 +250,22 @@ INTERACTIONS = Entity(
     (_c("id", "bigint", "CRM interaction id"), _c("customer_id", "bigint"),
      _c("channel_code", "text", "call, chat, web ..."), _c("region_code", "text", "federal subject, e.g. RU-MOW"),
      _c("topic_code", "text"), _c("queue_code", "text"), _c("direction", "text"),
-     _c("status", "text", "new, assigned, in_progress / in_work, closed, reopened"),
+     _c("status", "text", "new, assigned, in_progress / in_work, closed, reopened, abandoned"),
      _c("operator_id", "integer"), _c("subject", "text", free_text=True),
      _c("channel_detail", "text", "sub-channel (CRM migration 001)", free_text=True),
      _c("created_at", TS), _c("first_response_at", TS), _c("closed_at", TS),
      _c("resolved_on_first_contact", "boolean"), _c("updated_at", TS),
      _c("previous_interaction_id", "bigint", "the contact this one repeats"),
-     _c("reopen_count", "integer"), _c("sla_due_at", TS, "answer due by")),
+     _c("reopen_count", "integer"), _c("sla_due_at", TS, "answer due by"),
+     _c("abandoned_at", TS, "when the customer left the queue before any operator answered "
+                            "(status abandoned); NULL unless abandoned"),
+     _c("transfer_count", "integer", "times transferred to another queue of its channel after being "
+                                     "answered (queue_code is the last one)", default="0")),
     # The lifecycle new -> assigned -> in_progress -> closed (-> reopened), and 'in_work', the
-    # name CRM migration 001 gives in_progress (rows staged before it keep the old name).
-    statuses=("new", "assigned", "in_progress", "in_work", "closed", "reopened"),
-    lifecycle=("created_at", "closed_at"), dimensions=("channel_code", "region_code"),
+    # name CRM migration 001 gives in_progress (rows staged before it keep the old name); a call
+    # or chat whose customer hangs up in the queue goes new -> abandoned, for good.
+    statuses=("new", "assigned", "in_progress", "in_work", "closed", "reopened", "abandoned"),
+    lifecycle=("created_at", "closed_at", "abandoned_at"), dimensions=("channel_code", "region_code"),
     changed_at="updated_at",
 )
 WORK_ORDERS = Entity(

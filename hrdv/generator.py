@@ -1,5 +1,9 @@
 """The simple CRM generator: interactions through new -> assigned -> in_progress -> closed.
 
+Some new calls and chats are abandoned instead (new -> abandoned: the customer hung up in the
+queue), and some contacts in progress are transferred to another queue of their channel (at most
+twice) before they close.
+
 The tests use it because its data is easy to reason about; hrdv/crm/live.py is the realistic
 generator (curves, repeats, incidents, work orders, claims).
 
@@ -25,6 +29,11 @@ CHANNELS = ["call", "chat", "web"]
 CHANNEL_WEIGHTS = [0.55, 0.3, 0.15]
 TOPICS = ["internet", "tv", "mobile", "billing", "equipment"]
 SUBJECTS = ["Нет интернета", "Вопрос по счёту", "Не работает ТВ", "Смена тарифа", "Роутер", None]
+# Per advance of a new call or chat: abandoned instead of assigned (hrdv.crm.behaviour's shares).
+ABANDON_SHARE = {"call": 0.06, "chat": 0.03}
+# Per advance of a contact in progress: transferred instead of closed (at most MAX_TRANSFERS).
+TRANSFER_SHARE = 0.08
+MAX_TRANSFERS = 2
 
 
 @dataclass
@@ -51,6 +60,9 @@ class _State:
     next_id: int
     customers: int
     open_ids: dict[int, str] = field(default_factory=dict)  # id -> status
+    # id -> (channel, queue, transfers) of the open ones
+    contacts: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    queues: dict[str, list[str]] = field(default_factory=dict)  # channel -> its queues, by code
 
 
 def seed_customers(conn: psycopg.Connection, customers: int, seed: int = 1) -> None:
@@ -72,8 +84,13 @@ def _load_state(conn: psycopg.Connection) -> _State:
         customers = cur.execute("SELECT count(*) FROM customers").fetchone()[0]
         if customers == 0:
             raise SystemExit("the CRM has no customers: run `hrdv generate --customers N` first")
-        rows = cur.execute("SELECT id, status FROM interactions WHERE status <> 'closed'").fetchall()
-    return _State(next_id=next_id, customers=customers, open_ids=dict(rows))
+        rows = cur.execute("SELECT id, status, channel_code, queue_code, transfer_count FROM interactions "
+                           "WHERE status NOT IN ('closed', 'abandoned')").fetchall()
+        queues: dict[str, list[str]] = {}
+        for code, channel in cur.execute("SELECT code, channel_code FROM queues ORDER BY code"):
+            queues.setdefault(channel, []).append(code)
+    return _State(next_id=next_id, customers=customers, open_ids={row[0]: row[1] for row in rows},
+                  contacts={row[0]: (row[2], row[3], row[4]) for row in rows}, queues=queues)
 
 
 def _insert(cur: psycopg.Cursor, rng: random.Random, state: _State) -> None:
@@ -89,12 +106,23 @@ def _insert(cur: psycopg.Cursor, rng: random.Random, state: _State) -> None:
         (state.next_id, channel, rng.choice(TOPICS), f"q_{channel}", rng.choice(SUBJECTS), customer),
     )
     state.open_ids[state.next_id] = "new"
+    state.contacts[state.next_id] = (channel, f"q_{channel}", 0)
     state.next_id += 1
 
 
 def _advance(cur: psycopg.Cursor, rng: random.Random, state: _State, interaction_id: int) -> None:
     status = state.open_ids[interaction_id]
-    if status == "new":
+    channel, queue, transfers = state.contacts.get(interaction_id, ("", "", MAX_TRANSFERS))
+    if status == "new" and rng.random() < ABANDON_SHARE.get(channel, 0.0):
+        cur.execute(
+            """UPDATE interactions SET (status, abandoned_at, updated_at) = (SELECT 'abandoned', moment, moment
+                      FROM (SELECT greatest(clock_timestamp(), created_at + interval '1 microsecond')
+                            AS moment) AS m)
+               WHERE id = %s""",
+            (interaction_id,),
+        )
+        _forget(state, interaction_id)
+    elif status == "new":
         cur.execute(
             """UPDATE interactions SET status = 'assigned', operator_id = %s,
                       updated_at = clock_timestamp() WHERE id = %s""",
@@ -108,6 +136,15 @@ def _advance(cur: psycopg.Cursor, rng: random.Random, state: _State, interaction
             (interaction_id,),
         )
         state.open_ids[interaction_id] = "in_progress"
+    elif (transfers < MAX_TRANSFERS and rng.random() < TRANSFER_SHARE
+          and [q for q in state.queues.get(channel, []) if q != queue]):
+        target = rng.choice([q for q in state.queues[channel] if q != queue])
+        cur.execute(
+            """UPDATE interactions SET queue_code = %s, transfer_count = transfer_count + 1,
+                      updated_at = clock_timestamp() WHERE id = %s""",
+            (target, interaction_id),
+        )
+        state.contacts[interaction_id] = (channel, target, transfers + 1)
     else:
         cur.execute(
             """UPDATE interactions SET status = 'closed', closed_at = clock_timestamp(),
@@ -115,12 +152,17 @@ def _advance(cur: psycopg.Cursor, rng: random.Random, state: _State, interaction
                WHERE id = %s""",
             (rng.random() < 0.7, interaction_id),
         )
-        del state.open_ids[interaction_id]
+        _forget(state, interaction_id)
+
+
+def _forget(state: _State, interaction_id: int) -> None:
+    state.open_ids.pop(interaction_id, None)
+    state.contacts.pop(interaction_id, None)
 
 
 def _delete(cur: psycopg.Cursor, state: _State, interaction_id: int) -> None:
     cur.execute("DELETE FROM interactions WHERE id = %s", (interaction_id,))
-    state.open_ids.pop(interaction_id, None)
+    _forget(state, interaction_id)
 
 
 def _one_change(cur: psycopg.Cursor, rng: random.Random, state: _State, stats: GeneratorStats,

@@ -78,7 +78,12 @@ def test_interaction_plans_keep_the_lifecycle_order() -> None:
         if plan.test_record:
             assert actions == ["assign", "delete"]
             continue
-        assert actions[:3] == ["assign", "respond", "close"]
+        if plan.abandoned:  # nothing else ever happens to it: no operator, answer, closing, claim
+            assert actions == ["abandon"] and not (plan.work_order or plan.claim or plan.transfers)
+            continue
+        transfers = actions.count("transfer")
+        assert transfers == plan.transfers <= 2
+        assert actions[:3 + transfers] == ["assign", "respond", *["transfer"] * transfers, "close"]
         if "reopen" in actions:
             at = actions.index("reopen")
             assert actions[at:at + 3] == ["reopen", "respond", "close"]
@@ -86,7 +91,7 @@ def test_interaction_plans_keep_the_lifecycle_order() -> None:
 
 
 def test_interaction_plan_shares() -> None:
-    plans = [p for p in _plans(20000) if not p.test_record]
+    plans = [p for p in _plans(20000) if not p.test_record and not p.abandoned]
     n = len(plans)
     assert sum(p.resolved_first_contact for p in plans) / n == pytest.approx(B.fcr_share, abs=0.015)
     reopened = sum(any(s.action == "reopen" for s in p.steps) for p in plans) / n
@@ -96,17 +101,71 @@ def test_interaction_plan_shares() -> None:
 
 
 def test_overloaded_queue_stretches_first_responses() -> None:
-    calm = [p.steps[0].delay_s + p.steps[1].delay_s for p in _plans(3000) if not p.test_record]
+    calm = [p.steps[0].delay_s + p.steps[1].delay_s for p in _plans(3000)
+            if not p.test_record and not p.abandoned]
     busy = [p.steps[0].delay_s + p.steps[1].delay_s
-            for p in _plans(3000, queue_factor_now=5.0) if not p.test_record]
+            for p in _plans(3000, queue_factor_now=5.0) if not p.test_record and not p.abandoned]
     assert statistics.median(busy) == pytest.approx(5 * statistics.median(calm), rel=0.15)
 
 
 def test_incident_interactions_spawn_more_work_orders_and_claims() -> None:
-    plans = [p for p in _plans(10000, incident=True) if not p.test_record]
+    plans = [p for p in _plans(10000, incident=True) if not p.test_record and not p.abandoned]
     n = len(plans)
     assert sum(p.work_order for p in plans) / n == pytest.approx(B.incident_work_order_share, abs=0.02)
     assert sum(p.claim for p in plans) / n >= B.incident_claim_share * 0.85
+
+
+def _channel_plans(channel: str, n: int, b: Behaviour = B, **kwargs) -> list[bh.InteractionPlan]:
+    rng = random.Random(8)
+    return [p for p in (bh.plan_interaction(b, rng, channel, "billing.invoice", **kwargs) for _ in range(n))
+            if not p.test_record]
+
+
+def test_abandoned_contacts_by_channel() -> None:
+    """About 6 % of calls and 3 % of chats are abandoned, no other channel's contacts."""
+    assert B.abandon_share == {"call": 0.06, "chat": 0.03}
+    for channel in sorted(B.channel_mix):
+        plans = _channel_plans(channel, 40_000)
+        share = sum(p.abandoned for p in plans) / len(plans)
+        assert share == pytest.approx(B.abandon_share.get(channel, 0.0), abs=0.004), channel
+    assert not any(p.abandoned for p in _channel_plans("call", 5000, may_abandon=False))
+
+
+def test_abandon_delays_are_seconds_to_minutes_some_short() -> None:
+    delays = [p.steps[0].delay_s for p in _channel_plans("call", 60_000) if p.abandoned]
+    assert len(delays) > 3000 and min(delays) > 0
+    short = sum(d < B.short_abandon_s for d in delays) / len(delays)
+    assert short == pytest.approx(B.short_abandon_share, abs=0.02)  # the "short abandons"
+    longer = [d for d in delays if d >= B.short_abandon_s]
+    assert statistics.median(longer) == pytest.approx(B.abandon_median_s["call"], rel=0.1)
+    assert sum(d <= 600 for d in delays) / len(delays) > 0.98  # a few minutes at most, mostly
+    chat = [p.steps[0].delay_s for p in _channel_plans("chat", 60_000) if p.abandoned]
+    assert statistics.median(chat) > statistics.median(delays)  # chatters wait longer
+    with pytest.raises(ValueError):
+        Behaviour(abandon_share={"call": 1.5})
+    with pytest.raises(ValueError):
+        Behaviour(abandon_share={"web": 0.1})  # no median for the channel
+
+
+def test_transfers_of_answered_contacts() -> None:
+    """About 8 % of answered calls, chats and messenger contacts are transferred, some twice;
+    never a contact of a channel with one queue; the closing does not move."""
+    for channel in sorted(B.channel_mix):
+        plans = [p for p in _channel_plans(channel, 40_000) if not p.abandoned]
+        share = sum(p.transfers > 0 for p in plans) / len(plans)
+        assert share == pytest.approx(B.transfer_share.get(channel, 0.0), abs=0.005), channel
+    plans = [p for p in _channel_plans("call", 100_000) if p.transfers]
+    twice = sum(p.transfers == 2 for p in plans) / len(plans)
+    assert twice == pytest.approx(B.second_transfer_share, abs=0.03)
+    # Same draws without transfers: the same closing instant (transfers take time out of it).
+    without = Behaviour(transfer_share={})
+    for seed in range(300):
+        a = bh.plan_interaction(B, random.Random(seed), "call", "billing.invoice")
+        b = bh.plan_interaction(without, random.Random(seed), "call", "billing.invoice")
+        if a.transfers and not a.test_record:
+            close = [s.action for s in a.steps].index("close")
+            assert sum(s.delay_s for s in a.steps[:close + 1]) == pytest.approx(
+                sum(s.delay_s for s in b.steps[:3]))
 
 
 def test_work_order_plans() -> None:
@@ -193,6 +252,11 @@ def test_scaled_compresses_durations_not_curves() -> None:
 
 def test_changes_per_interaction_is_plausible() -> None:
     assert 4 < bh.expected_changes_per_interaction(B) < 7
+    # abandoned contacts change twice (created, abandoned), transfers add one change each
+    assert bh.expected_changes_per_interaction(Behaviour(abandon_share={"call": 1.0, "chat": 1.0},
+                                                         transfer_share={})) < \
+        bh.expected_changes_per_interaction(Behaviour(abandon_share={}, transfer_share={})) < \
+        bh.expected_changes_per_interaction(Behaviour(abandon_share={}))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ claims through their states.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from crm_pg import REPLAY_DAY, copy_seed
 from hrdv.crm import behaviour as bh
-from hrdv.crm import live, migrate
+from hrdv.crm import live, migrate, reference
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)  # 10:00 in Moscow: a busy hour
 FAST = bh.scaled(bh.Behaviour(claim_share=0.2, claim_delay_median_s=1800, reopen_share=0.2,
@@ -33,7 +34,7 @@ REF_FAST = dataclasses.replace(FAST, reference_change_share=0.25,
 SNAPSHOT = {  # what must repeat exactly; live timestamps are the CRM's clock, so not those
     "interactions": "id, customer_id, channel_code, region_code, topic_code, queue_code, status, "
                     "operator_id, subject, previous_interaction_id, reopen_count, "
-                    "resolved_on_first_contact, closed_at IS NULL",
+                    "resolved_on_first_contact, closed_at IS NULL, abandoned_at IS NULL, transfer_count",
     "work_orders": "id, interaction_id, customer_id, type, priority, service_area_code, engineer_id, "
                    "status, reassign_count, postpone_count",
     "claims": "id, customer_id, interaction_id, category, amount_claimed, status, outcome",
@@ -171,7 +172,16 @@ VIOLATIONS = {
             OR (status IN ('in_progress', 'in_work', 'closed', 'reopened') AND first_response_at IS NULL)
             OR (status = 'new' AND (operator_id IS NOT NULL OR first_response_at IS NOT NULL))
             OR (status = 'reopened' AND reopen_count = 0)
-            OR status NOT IN ('new', 'assigned', 'in_progress', 'in_work', 'reopened', 'closed')""",
+            OR status NOT IN ('new', 'assigned', 'in_progress', 'in_work', 'reopened', 'closed', 'abandoned')""",
+    "abandoned contact answered, closed or transferred, or abandoned before it was created": """
+        SELECT count(*) FROM interactions WHERE (status = 'abandoned') <> (abandoned_at IS NOT NULL)
+            OR (status = 'abandoned' AND (operator_id IS NOT NULL OR first_response_at IS NOT NULL
+                OR closed_at IS NOT NULL OR coalesce(resolved_on_first_contact, false)
+                OR transfer_count > 0 OR abandoned_at <= created_at OR updated_at < abandoned_at))""",
+    "transferred to another channel's queue, before the answer, or more than twice": """
+        SELECT count(*) FROM interactions i LEFT JOIN queues q ON q.code = i.queue_code
+        WHERE q.channel_code IS DISTINCT FROM i.channel_code OR i.transfer_count NOT BETWEEN 0 AND 2
+            OR (i.transfer_count > 0 AND i.first_response_at IS NULL)""",
     "repeat of a later interaction": """
         SELECT count(*) FROM interactions i JOIN interactions p ON p.id = i.previous_interaction_id
         WHERE p.created_at > i.created_at OR p.customer_id <> i.customer_id""",
@@ -191,6 +201,76 @@ VIOLATIONS = {
             OR (c.status IN ('resolved', 'rejected')) <> (c.resolved_at IS NOT NULL)
             OR c.regulatory_due_at <= c.created_at""",
 }
+
+
+def test_live_abandons_and_transfers(fresh_crm) -> None:
+    """Calls and chats abandoned in the queue (never answered), answered contacts transferred to
+    another queue of their channel, and each transfer is one UPDATE of queue_code,
+    transfer_count and updated_at (operator_id stays who answered)."""
+    dsn = fresh_crm()
+    b = dataclasses.replace(FAST, reference_change_share=0.0)  # operators keep their skill groups
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        first = conn.execute("SELECT coalesce(max(id), 0) FROM interactions").fetchone()[0]
+        conn.execute(AUDIT_UPDATES)
+    live.run_live(dsn, rate=4000, max_changes=8000, seed=21, behaviour=b, start=START, progress_every=60)
+    _assert_lifecycle_order(dsn)
+    with psycopg.connect(dsn) as conn:
+        abandoned = dict(conn.execute("""SELECT channel_code, count(*) FROM interactions
+            WHERE id > %s AND status = 'abandoned' GROUP BY 1""", [first]).fetchall())
+        assert set(abandoned) == {"call", "chat"} and abandoned["call"] > abandoned["chat"] > 0, abandoned
+        routed = conn.execute("""SELECT i.id, i.channel_code, i.topic_code, i.queue_code, i.transfer_count,
+                e.skill_group IN (SELECT skill_group FROM queues WHERE channel_code = i.channel_code)
+            FROM interactions i LEFT JOIN employees e ON e.id = i.operator_id
+            WHERE i.id > %s AND i.transfer_count > 0""", [first]).fetchall()
+        assert len(routed) > 20 and {channel for _, channel, *_ in routed} <= {"call", "chat", "messenger"}
+        assert any(count == 2 for *_, count, _ in routed)
+        for iid, channel, topic, queue, count, operator_in_queue in routed:
+            if count == 1:  # the routing rule's queue is where it came from
+                assert queue != reference.queue_for(channel, topic), iid
+            assert operator_in_queue, iid  # who answered it, in a queue of its channel
+        untransferred = conn.execute("""SELECT count(*) FILTER (WHERE queue_code <> (%s::jsonb ->> (channel_code || ' ' || split_part(topic_code, '.', 1)))),
+                count(*) FROM interactions WHERE id > %s AND transfer_count = 0""",
+                                     [json.dumps({f"{c} {t}": reference.queue_for(c, t) for c in reference.CHANNEL_MIX
+                                                  for t in reference.TOPIC_SKILL}), first]).fetchone()
+        assert untransferred[0] == 0 and untransferred[1] > 1000
+        # every transfer is one UPDATE that changes the queue and counts it, and nothing else but
+        # updated_at
+        changes = conn.execute("""SELECT old_row, new_row FROM hrdv_test_updates
+            WHERE (new_row ->> 'transfer_count')::int > (old_row ->> 'transfer_count')::int""").fetchall()
+        assert len(changes) >= len(routed)
+        for old, new in changes:
+            assert int(new["transfer_count"]) == int(old["transfer_count"]) + 1
+            assert new["queue_code"] != old["queue_code"] and new["updated_at"] != old["updated_at"]
+            assert {k for k in new if new[k] != old[k]} == {"queue_code", "transfer_count", "updated_at"}
+
+
+# Every UPDATE of interactions, old and new row, for the transfer test.
+AUDIT_UPDATES = """
+CREATE TABLE hrdv_test_updates (seq bigserial PRIMARY KEY, old_row jsonb, new_row jsonb);
+CREATE FUNCTION hrdv_test_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hrdv_test_updates (old_row, new_row) VALUES (to_jsonb(OLD), to_jsonb(NEW));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER hrdv_test_updates AFTER UPDATE ON interactions
+    FOR EACH ROW EXECUTE FUNCTION hrdv_test_updates();
+"""
+
+
+def test_replay_abandons_within_seconds_to_minutes(fresh_crm) -> None:
+    """Replayed (simulated) times: abandoned after creation, mostly within minutes, some of them
+    within 5 s (the short abandons)."""
+    dsn = fresh_crm()
+    live.run_replay(dsn, REPLAY_DAY, speedup=math.inf, seed=9,
+                    behaviour=bh.Behaviour(contacts_per_customer_day=0.5), changes_per_transaction=50,
+                    progress_every=60)
+    with psycopg.connect(dsn) as conn:
+        waits = [row[0] for row in conn.execute(
+            "SELECT extract(epoch FROM abandoned_at - created_at)::float8 FROM interactions "
+            "WHERE status = 'abandoned'")]
+    assert len(waits) > 20 and min(waits) > 0
+    assert 0 < sum(w < 5 for w in waits) < len(waits) / 2
+    assert sum(w < 600 for w in waits) / len(waits) > 0.9
 
 
 def _assert_lifecycle_order(dsn: str) -> None:

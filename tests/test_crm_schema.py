@@ -67,3 +67,56 @@ def test_reference_data(crm_postgres) -> None:
         assert {reference.queue_for(c, t) for c in reference.CHANNEL_MIX
                 for t in reference.TOPIC_MIX} <= queues
         assert one("SELECT count(*) FROM queues WHERE routing_rule IS NULL") == (0,)
+
+
+# The lifecycle constraint as CRMs before abandoned contacts and transfers had it.
+OLD_LIFECYCLE_CHECK = """ALTER TABLE interactions ADD CONSTRAINT interactions_lifecycle_check CHECK (
+    (first_response_at IS NULL OR first_response_at >= created_at)
+    AND (closed_at IS NULL OR closed_at >= created_at) AND reopen_count >= 0) NOT VALID"""
+INTERACTION = """INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
+    status, created_at, updated_at) SELECT %s, c.id, 'call', c.region_code, 'internet.no_link', 'q_call_tech',
+    'new', now() - interval '1 minute', now() - interval '1 minute' FROM customers c ORDER BY c.id LIMIT 1"""
+
+
+def test_abandoned_contacts_and_transfers_upgrade_a_crm_in_place(crm_postgres) -> None:
+    """A CRM from before interactions.abandoned_at and transfer_count (with its old lifecycle
+    constraint and a row) gets both columns and the extended constraint from the schema; its
+    old row reads transfer_count 0, and the constraint keeps abandoned contacts unanswered."""
+    dsn = _fresh_db(crm_postgres, "crm_abandon_test")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reference.apply_schema_and_reference(conn)
+        conn.execute("ALTER TABLE interactions DROP CONSTRAINT interactions_lifecycle_check")
+        conn.execute("ALTER TABLE interactions DROP COLUMN abandoned_at, DROP COLUMN transfer_count")
+        conn.execute(OLD_LIFECYCLE_CHECK)
+        generator.seed_customers(conn, 5)
+        conn.execute(INTERACTION, [1])
+        reference.apply_schema_and_reference(conn)
+        reference.apply_schema_and_reference(conn)  # idempotent
+        definition = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                  "WHERE conname = 'interactions_lifecycle_check'").fetchall()
+        assert len(definition) == 1 and "abandoned_at" in definition[0][0]
+        assert conn.execute("SELECT abandoned_at, transfer_count FROM interactions").fetchall() == [(None, 0)]
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'interactions_open_idx'"
+                            ).fetchone() == (0,)
+        # abandoned: after creation, with its status, never answered, closed or transferred
+        conn.execute("UPDATE interactions SET status = 'abandoned', abandoned_at = now(), updated_at = now()")
+        refused = [
+            "UPDATE interactions SET abandoned_at = created_at",
+            "UPDATE interactions SET status = 'closed', closed_at = now()",
+            "UPDATE interactions SET operator_id = 7",
+            "UPDATE interactions SET first_response_at = now()",
+            "UPDATE interactions SET transfer_count = 1",
+            "UPDATE interactions SET resolved_on_first_contact = true",
+            "UPDATE interactions SET abandoned_at = NULL",
+        ]
+        conn.execute(INTERACTION, [2])
+        refused += ["UPDATE interactions SET abandoned_at = now() WHERE id = 2",
+                    "UPDATE interactions SET status = 'abandoned' WHERE id = 2",
+                    "UPDATE interactions SET transfer_count = -1 WHERE id = 2"]
+        for statement in refused:
+            try:
+                conn.execute(statement)
+            except psycopg.errors.CheckViolation:
+                continue
+            raise AssertionError(f"the lifecycle constraint let through: {statement}")
+        conn.execute("UPDATE interactions SET transfer_count = transfer_count + 1, queue_code = 'q_call' WHERE id = 2")

@@ -87,3 +87,39 @@ def test_daily_curve_peaks_in_local_time(replayed: str) -> None:
     local_night = sum(1 for local, _ in east if local < 6) / len(east)
     moscow_night = sum(1 for _, moscow in east if moscow < 6) / len(east)
     assert local_night < 0.05 and moscow_night > 0.10, (local_night, moscow_night)
+
+
+def test_abandoned_calls_and_chats(replayed: str) -> None:
+    """About 6 % of calls and 3 % of chats abandoned in the queue, no contact of another channel;
+    mostly within minutes, some within 5 s (short abandons)."""
+    rows = _day_rows(replayed, """
+        SELECT channel_code, count(*), count(*) FILTER (WHERE status = 'abandoned'),
+               count(*) FILTER (WHERE abandoned_at < created_at + interval '5 s'),
+               count(*) FILTER (WHERE abandoned_at > created_at + interval '10 min')
+        FROM interactions WHERE created_at >= %(start)s AND created_at < %(end)s GROUP BY 1""")
+    by_channel = {channel: figures for channel, *figures in rows}
+    print(f"\nper channel (contacts, abandoned, within 5 s, after 10 min): {by_channel}")
+    for channel, (total, abandoned, _, _) in by_channel.items():
+        assert abandoned / total == pytest.approx(B.abandon_share.get(channel, 0.0), abs=0.015), channel
+    abandoned = sum(f[1] for f in by_channel.values())
+    short = sum(f[2] for f in by_channel.values()) / abandoned
+    assert short == pytest.approx(B.short_abandon_share, abs=0.08)
+    assert sum(f[3] for f in by_channel.values()) / abandoned < 0.05
+
+
+def test_transfers(replayed: str) -> None:
+    """About 8 % of answered calls, chats and messenger contacts transferred (some twice) to
+    another queue of their channel; none in a channel with a single queue."""
+    rows = _day_rows(replayed, """
+        SELECT i.channel_code, count(*), count(*) FILTER (WHERE i.transfer_count > 0),
+               count(*) FILTER (WHERE i.transfer_count = 2),
+               count(*) FILTER (WHERE q.channel_code <> i.channel_code)
+        FROM interactions i JOIN queues q ON q.code = i.queue_code
+        WHERE i.created_at >= %(start)s AND i.created_at < %(end)s - interval '1 hour'
+          AND i.first_response_at IS NOT NULL GROUP BY 1""")
+    by_channel = {channel: figures for channel, *figures in rows}
+    print(f"\nanswered per channel (contacts, transferred, twice, other channel's queue): {by_channel}")
+    assert all(figures[3] == 0 for figures in by_channel.values())
+    for channel, (answered, transferred, _, _) in by_channel.items():
+        assert transferred / answered == pytest.approx(B.transfer_share.get(channel, 0.0), abs=0.025), channel
+    assert sum(by_channel[c][2] for c in B.transfer_share) > 0

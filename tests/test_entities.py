@@ -129,3 +129,85 @@ def test_an_incremental_snapshot_row_takes_its_read_position(dsn: str) -> None:
         rows = client.query(f"SELECT op, lsn FROM hrdv.{entity.name}_buffer").result_rows
         letters = client.query("SELECT `offset`, reason FROM hrdv.dead_letters FINAL").result_rows
     assert rows == [("r", 2000)] and letters == [(1, "no source.lsn")]
+
+
+def test_interactions_describe_abandoned_contacts_and_transfers() -> None:
+    from hrdv.entities import INTERACTIONS
+
+    columns = {c.name: c for c in INTERACTIONS.staged}
+    assert columns["abandoned_at"].type == "timestamptz" and columns["abandoned_at"].default is None
+    assert columns["transfer_count"].type == "integer" and columns["transfer_count"].default == "0"
+    assert "abandoned" in INTERACTIONS.statuses and "abandoned_at" in INTERACTIONS.lifecycle
+    for name in ("abandoned_at", "transfer_count"):
+        assert columns[name].description
+        assert f"ADD COLUMN IF NOT EXISTS {name} " in dict(entity_sql.clickhouse_tables())["interactions_buffer (columns)"]
+        assert f"ADD COLUMN IF NOT EXISTS {name} " in dict(entity_sql.staging_ddl())["staging.interactions"]
+
+
+def _buffer_rows(dsn: str, where: str = "1") -> list[tuple]:
+    with clickhouse.session(dsn) as client:
+        return client.query(f"SELECT id, abandoned_at, transfer_count FROM hrdv.interactions_buffer "
+                            f"WHERE {where} ORDER BY lsn").result_rows
+
+
+def test_events_from_before_a_column_with_a_crm_default_take_it(dsn: str) -> None:
+    """interactions.transfer_count came with DEFAULT 0: the CRM reads its older rows as 0, so an
+    event without the field (sent before the column existed) is buffered with 0, not NULL; an
+    absent abandoned_at (no default) stays NULL, a delete keeps its key alone."""
+    from hrdv.entities import INTERACTIONS
+
+    before = _event(INTERACTIONS, lsn=1000)
+    for name in ("abandoned_at", "transfer_count"):
+        del before["after"][name]
+    after = _event(INTERACTIONS, lsn=1001, transfer_count=2, abandoned_at="2026-11-26T10:00:07.5Z")
+    delete = {"before": {"id": 42}, "after": None, "op": "d", "source": dict(after["source"], lsn=1002)}
+    _insert(dsn, INTERACTIONS, [(json.dumps(m), _key_of(INTERACTIONS)) for m in (before, after, delete)])
+    rows = _buffer_rows(dsn)
+    assert [(r[0], r[2]) for r in rows] == [(42, 0), (42, 2), (42, None)]
+    assert rows[0][1] is None and rows[1][1].replace(tzinfo=None) == datetime(2026, 11, 26, 10, 0, 7, 500000)
+
+
+def test_a_buffer_from_before_the_columns_gains_them_in_place(dsn: str) -> None:
+    """A buffer created before abandoned_at and transfer_count: apply_schema adds both, and the
+    versions it holds read transfer_count 0 (the CRM's default) and abandoned_at NULL."""
+    with clickhouse.session(dsn) as client:
+        client.command("DROP VIEW hrdv.interactions_buffer_mv")
+        client.command("ALTER TABLE hrdv.interactions_buffer DROP COLUMN abandoned_at, DROP COLUMN transfer_count")
+        client.command("INSERT INTO hrdv.interactions_buffer (id, status, op, lsn, committed_at, is_deleted) "
+                       "VALUES (7, 'closed', 'u', 100, now64(3), 0)")
+    clickhouse.apply_schema(dsn)
+    assert _buffer_rows(dsn, "id = 7") == [(7, None, 0)]
+    from hrdv.entities import INTERACTIONS
+
+    _insert(dsn, INTERACTIONS, [(json.dumps(_event(INTERACTIONS, transfer_count=1)), _key_of(INTERACTIONS))])
+    assert _buffer_rows(dsn, "id = 42")[0][2] == 1  # the views were made again with the columns
+
+
+def test_a_staging_table_from_before_the_columns_gains_them_in_place(crm_postgres) -> None:
+    """staging.interactions created by the description before abandoned_at and transfer_count:
+    the current DDL adds both; rows staged before read transfer_count 0, as the CRM reads its
+    rows from before, and no default stays on the column (staging takes what the CRM sent)."""
+    import dataclasses
+
+    import psycopg
+    from psycopg import sql
+
+    from hrdv.entities import INTERACTIONS
+
+    older = dataclasses.replace(INTERACTIONS, columns=tuple(
+        c for c in INTERACTIONS.columns if c.name not in ("abandoned_at", "transfer_count")),
+        lifecycle=("created_at", "closed_at"))
+    with psycopg.connect(crm_postgres.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS staging_upgrade_test")
+        conn.execute("CREATE DATABASE staging_upgrade_test")
+    with psycopg.connect(crm_postgres.pg_dsn("staging_upgrade_test"), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA staging")
+        conn.execute(entity_sql._pg("staging_table.sql.j2", older))
+        conn.execute("INSERT INTO staging.interactions (id, status, lsn, committed_at) VALUES (1, 'closed', 10, now())")
+        for _ in range(2):  # every start applies it
+            conn.execute(dict(entity_sql.staging_ddl())["staging.interactions"])
+        assert conn.execute("SELECT abandoned_at, transfer_count FROM staging.interactions").fetchall() == [(None, 0)]
+        conn.execute("INSERT INTO staging.interactions (id, lsn, committed_at, is_deleted) VALUES (2, 11, now(), true)")
+        assert conn.execute("SELECT transfer_count FROM staging.interactions WHERE id = 2").fetchone() == (None,)
+        assert conn.execute(sql.SQL("SELECT count(*) FROM pg_indexes WHERE indexname = {}").format(
+            sql.Literal("interactions_abandoned_at_idx"))).fetchone() == (1,)

@@ -116,6 +116,33 @@ class Behaviour:
       repeat_30d_share        previous contact 7..30 d ago
       (cumulative: within 24 h = repeat_24h_share; within 7 d = 24h + 7d; within 30 d = all three)
 
+    Abandoned contacts (status abandoned, interactions.abandoned_at)
+      abandon_share           channel -> share of new contacts whose customer leaves the queue
+                              before any operator answers; such a contact is never assigned,
+                              answered or closed. Default: 6 % of calls, 3 % of chats; none
+                              for the other channels (web forms, e-mail and messenger messages
+                              wait in a list with nobody on the line; office visitors are
+                              counted at the desk). Independent of the queue's load (a
+                              simplification: real abandonment grows with the wait).
+      abandon_median_s        channel -> median time in the queue before hanging up (log-normal,
+                              abandon_sigma), for the abandons that are not short ones.
+      abandon_sigma
+      short_abandon_share     share of abandons within short_abandon_s of creation, uniformly
+                              (misdials, IVR hang-ups: the "short abandons" some KPI
+                              definitions exclude); the others last at least that long.
+      short_abandon_s         the short-abandon threshold (5 s).
+
+    Transfers (interactions.transfer_count, queue_code)
+      transfer_share          channel -> share of answered contacts the operator transfers to
+                              another queue of the same channel, some time after the answer and
+                              before the closing (a channel with a single queue cannot transfer:
+                              web, e-mail and office have one each). Default 8 % of calls, chats
+                              and messenger contacts.
+      second_transfer_share   share of transferred contacts transferred once more.
+      transfer_median_s       median time from the answer (or the previous transfer) to the
+                              transfer (log-normal, sigma 0.8, at most half of what remains
+                              until the closing: transfers do not move the closing).
+
     Lifecycle events of interactions
       reopen_share            closed interactions the customer reopens (reopen_count + 1).
       reopen_median_s         median delay from closing to reopening.
@@ -220,6 +247,17 @@ class Behaviour:
     break_every_median_s: float = 2 * 3600.0
     break_median_s: float = 600.0
 
+    abandon_share: dict[str, float] = field(default_factory=lambda: {"call": 0.06, "chat": 0.03})
+    abandon_median_s: dict[str, float] = field(default_factory=lambda: {"call": 40, "chat": 75})
+    abandon_sigma: float = 0.9
+    short_abandon_share: float = 0.15
+    short_abandon_s: float = 5.0
+
+    transfer_share: dict[str, float] = field(default_factory=lambda: {
+        "call": 0.08, "chat": 0.08, "messenger": 0.08})
+    second_transfer_share: float = 0.15
+    transfer_median_s: float = 120.0
+
     repeat_24h_share: float = 0.07
     repeat_7d_share: float = 0.06
     repeat_30d_share: float = 0.04
@@ -297,6 +335,12 @@ class Behaviour:
             raise ValueError(f"acd_share must be within 0..1, got {self.acd_share}")
         if not self.channel_mix or min(self.channel_mix.values()) < 0:
             raise ValueError("channel_mix needs at least one channel and no negative share")
+        shares = [*self.abandon_share.values(), *self.transfer_share.values(),
+                  self.short_abandon_share, self.second_transfer_share]
+        if not all(0 <= share <= 1 for share in shares):
+            raise ValueError("abandon and transfer shares must be within 0..1")
+        if set(self.abandon_share) - set(self.abandon_median_s):
+            raise ValueError("abandon_median_s needs a median for every channel of abandon_share")
         unknown = set(self.reference_change_mix) - set(REFERENCE_CHANGE_KINDS)
         if unknown or not 0 <= self.reference_change_share <= 1:
             raise ValueError(f"reference changes: unknown kinds {sorted(unknown)} or a share "
@@ -438,6 +482,29 @@ class InteractionPlan:
     claim: bool
     test_record: bool
     breaches_sla: bool
+    abandoned: bool = False   # the customer leaves the queue: one step, "abandon"
+    transfers: int = 0        # "transfer" steps between the first response and closing
+
+
+def abandon_delay(b: Behaviour, rng: random.Random, channel: str) -> float:
+    """Seconds a customer waits in the queue before hanging up: a short abandon (under
+    short_abandon_s) with short_abandon_share, else log-normal and at least that long."""
+    if rng.random() < b.short_abandon_share:
+        return b.short_abandon_s * rng.uniform(0.1, 1.0)
+    return max(b.short_abandon_s, lognormal(rng, b.abandon_median_s[channel], b.abandon_sigma))
+
+
+def _transfers(b: Behaviour, rng: random.Random, channel: str, close_s: float) -> tuple[list[Step], float]:
+    """The transfer steps of an answered contact and what remains of `close_s` (the time from
+    the first response to closing) after them: transfers happen within it, the closing stays."""
+    if rng.random() >= b.transfer_share.get(channel, 0.0):
+        return [], close_s
+    steps, left = [], close_s
+    for _ in range(2 if rng.random() < b.second_transfer_share else 1):
+        delay = min(lognormal(rng, b.transfer_median_s, 0.8), left / 2)
+        steps.append(Step(delay, "transfer"))
+        left -= delay
+    return steps, left
 
 
 def _close_after_response(b: Behaviour, rng: random.Random, channel: str, fcr: bool,
@@ -454,22 +521,29 @@ def _close_after_response(b: Behaviour, rng: random.Random, channel: str, fcr: b
 
 
 def plan_interaction(b: Behaviour, rng: random.Random, channel: str, topic: str,
-                     queue_factor_now: float = 1.0, incident: bool = False) -> InteractionPlan:
+                     queue_factor_now: float = 1.0, incident: bool = False,
+                     may_abandon: bool = True) -> InteractionPlan:
     """The whole life of a new interaction: assign, respond, close, and what may follow.
 
-    Actions: assign, respond, close, reopen, respond (again), close, correct, delete (test
-    records: created, then deleted without a close), plus the flags telling the driver to spawn
-    a work order at the first response and a claim after the (last) closing."""
+    Actions: assign, respond, transfer (once or twice, to another queue), close, reopen, respond
+    (again), close, correct, delete (test records: created, then deleted without a close),
+    plus the flags telling the driver to spawn a work order at the first response and a claim
+    after the (last) closing. An abandoned contact (abandon_share of its channel, unless not
+    `may_abandon`: one already assigned) has the single action abandon."""
     sla_s = b.interaction_sla_hours[channel] * 3600
     if rng.random() < b.test_record_share:
         life = lognormal(rng, b.test_record_lifetime_median_s, 0.5)
         return InteractionPlan((Step(life * 0.3, "assign"), Step(life * 0.7, "delete")),
                                sla_s, False, False, False, True, False)
+    if may_abandon and rng.random() < b.abandon_share.get(channel, 0.0):
+        return InteractionPlan((Step(abandon_delay(b, rng, channel), "abandon"),),
+                               sla_s, False, False, False, False, False, abandoned=True)
     wait = lognormal(rng, b.first_response_median_s[channel], b.first_response_sigma) * queue_factor_now
     assign = wait * rng.uniform(0.05, 0.5)  # routing happens before the operator answers
     fcr = rng.random() < b.fcr_share
     close, breach = _close_after_response(b, rng, channel, fcr, sla_s, wait)
-    steps = [Step(assign, "assign"), Step(wait - assign, "respond"), Step(close, "close")]
+    transfers, close = _transfers(b, rng, channel, close)
+    steps = [Step(assign, "assign"), Step(wait - assign, "respond"), *transfers, Step(close, "close")]
     if rng.random() < b.reopen_share:
         steps += [Step(lognormal(rng, b.reopen_median_s, 1.0), "reopen"),
                   Step(lognormal(rng, b.first_response_median_s[channel], 0.8), "respond"),
@@ -482,7 +556,7 @@ def plan_interaction(b: Behaviour, rng: random.Random, channel: str, topic: str,
     if incident:
         claim_share = max(claim_share, b.incident_claim_share)
     return InteractionPlan(tuple(steps), sla_s, fcr, rng.random() < wo_share,
-                           rng.random() < claim_share, False, breach)
+                           rng.random() < claim_share, False, breach, transfers=len(transfers))
 
 
 @dataclass(frozen=True)
@@ -599,8 +673,13 @@ def incident_topic_share(b: Behaviour) -> float:
 def expected_changes_per_interaction(b: Behaviour) -> float:
     """Mean row changes one new interaction causes (its own, its work order's, its claim's);
     used to tell how many arrivals a given rate of changes means."""
-    interaction = 4 + b.reopen_share * 3 + b.correction_share
+    mix = sum(b.channel_mix.values())
+    abandoned = sum(w * b.abandon_share.get(c, 0.0) for c, w in b.channel_mix.items()) / mix
+    transfers = sum(w * b.transfer_share.get(c, 0.0) for c, w in b.channel_mix.items()) / mix
+    answered = (4 + b.reopen_share * 3 + b.correction_share
+                + transfers * (1 + b.second_transfer_share))
     work_orders = sum(share * b.work_order_share.get(code.split(".")[0], 0.0)
                       for code, share in b.topic_mix.items()) / sum(b.topic_mix.values())
     work_order = 4 + b.reassign_share * 1.15 + b.postpone_share * 2
-    return interaction + work_orders * work_order + b.claim_share * 3
+    return (abandoned * 2
+            + (1 - abandoned) * (answered + work_orders * work_order + b.claim_share * 3))

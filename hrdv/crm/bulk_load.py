@@ -1,6 +1,6 @@
 """Bulk initial load of the CRM: N customers with contact persons, employees, and the history of
-the last `history_days` days (interactions with repeat contacts and reopenings, work orders,
-claims), deterministic from a seed.
+the last `history_days` days (interactions with repeat contacts, reopenings, abandoned calls and
+chats and transfers, work orders, claims), deterministic from a seed.
 
 How it is fast. The issue asks for a "bulk, COPY" load. Rows are instead generated *server-side*:
 each table is filled by `INSERT ... SELECT ... FROM generate_series(lo, hi)` (sql/crm/bulk/*.sql)
@@ -35,6 +35,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from hrdv.crm import reference
+from hrdv.crm.behaviour import Behaviour
 from hrdv.settings import REPO_ROOT
 
 BULK_SQL = REPO_ROOT / "sql" / "crm" / "bulk"
@@ -53,6 +54,9 @@ FIRST_RESPONSE_S = {"call": 45, "chat": 90, "messenger": 600, "web": 10_800, "em
 HANDLE_S = {"call": 360, "chat": 900, "messenger": 1_800, "web": 3_600, "email": 3_600,
             "office": 900}
 SLA_HOURS = {"call": 24, "chat": 24, "messenger": 24, "web": 48, "email": 48, "office": 72}
+# Abandoned calls and chats, and transfers of answered contacts: the live generator's shares and
+# times (hrdv.crm.behaviour.Behaviour), so that the history and the live stream agree.
+BEHAVIOUR = Behaviour()
 # Share of interactions per parent topic that escalate (second line, median 30 h more).
 ESCALATED_SHARE = {"internet": 0.35, "tv": 0.3, "equipment": 0.4, "moving": 0.5, "mobile": 0.15,
                    "billing": 0.12, "other": 0.1}
@@ -215,6 +219,14 @@ def _interaction_params(conn: psycopg.Connection, start: datetime,
         "handle_s": [float(HANDLE_S[c]) for c in channels],
         "sla_hours": [float(SLA_HOURS[c]) for c in channels],
         "escalated_share": [ESCALATED_SHARE[t.split(".")[0]] for t in topics],
+        "abandon_share": [BEHAVIOUR.abandon_share.get(c, 0.0) for c in channels],
+        "abandon_median_s": [float(BEHAVIOUR.abandon_median_s.get(c, 60.0)) for c in channels],
+        "abandon_sigma": BEHAVIOUR.abandon_sigma,
+        "short_abandon_share": BEHAVIOUR.short_abandon_share,
+        "short_abandon_s": BEHAVIOUR.short_abandon_s,
+        "transfer_share": [BEHAVIOUR.transfer_share.get(c, 0.0) for c in channels],
+        "second_transfer_share": BEHAVIOUR.second_transfer_share,
+        "transfer_median_s": BEHAVIOUR.transfer_median_s,
         "start": start,
     }
 

@@ -17,6 +17,11 @@ simulated instants.
           intensity) and lifecycles run on simulated time; the day is played `speedup` times
           faster than real time (inf: as fast as PostgreSQL takes it).
 
+Some calls and chats are abandoned: the customer hangs up in the queue before anyone answers
+(status 'abandoned', abandoned_at; never assigned, answered or closed). Some answered contacts are
+transferred to another queue of their channel, once or twice, before they close (queue_code
+changes, transfer_count + 1; operator_id stays the operator who answered). Shares in Behaviour (abandon_share, transfer_share).
+
 Besides the lifecycles, a small share of the steps (Behaviour.reference_change_share) changes a
 reference entity: customers sign up, change tariff, status, segment or branch; contact persons,
 employees, queues, branches and service areas change too (hrdv.crm.reference_changes).
@@ -91,6 +96,15 @@ CORRECT = f"""UPDATE interactions SET topic_code = %(topic)s,
     closed_at = greatest(coalesce(first_response_at, created_at), closed_at - make_interval(secs => %(back_s)s)),
     updated_at = {TS} WHERE id = %(id)s AND closed_at IS NOT NULL"""
 DELETE_INTERACTION = "DELETE FROM interactions WHERE id = %(id)s"
+# The customer hangs up in the queue: over for good, never answered. Strictly after creation
+# (greatest: the CRM's clock in live mode could repeat the creation's microsecond); one instant
+# for abandoned_at and updated_at (clock_timestamp() twice would give two).
+ABANDON = f"""UPDATE interactions SET (status, abandoned_at, updated_at) = (SELECT 'abandoned', moment, moment
+    FROM (SELECT greatest({TS}, created_at + interval '1 microsecond') AS moment) AS m) WHERE id = %(id)s"""
+# An answered contact transferred to another queue of its channel. operator_id stays the operator
+# who answered (and transferred) it.
+TRANSFER = f"""UPDATE interactions SET queue_code = %(queue)s, transfer_count = transfer_count + 1,
+    updated_at = {TS} WHERE id = %(id)s"""
 
 INSERT_WORK_ORDER = f"""INSERT INTO work_orders (id, interaction_id, customer_id, type, priority,
     service_area_code, status, sla_due_at, created_at, updated_at)
@@ -144,6 +158,7 @@ class Crm:
     areas_by_region: dict[str, list[str]]
     engineers_by_area: dict[str, list[int]]
     engineers_by_region: dict[str, list[int]]
+    queue_channels: dict[str, str] = field(default_factory=dict)  # queue code -> its channel
 
 
 def _group(pairs: list[tuple]) -> dict[Any, list]:
@@ -173,7 +188,8 @@ def load_crm(conn: psycopg.Connection, customer_sample: int = CUSTOMER_SAMPLE) -
         topics = dict(cur.execute("""SELECT code, name FROM topics t WHERE NOT EXISTS
             (SELECT 1 FROM topics c WHERE c.parent_code = t.code) ORDER BY code""").fetchall())
         channels = {row[0] for row in cur.execute("SELECT code FROM channels")}
-        queues = dict(cur.execute("SELECT code, coalesce(skill_group, code) FROM queues").fetchall())
+        queue_rows = cur.execute("SELECT code, coalesce(skill_group, code), channel_code FROM queues "
+                                 "ORDER BY code").fetchall()
         operators = cur.execute("""SELECT e.skill_group, e.id, e.shift, r.utc_offset FROM employees e
             JOIN regions r ON r.code = e.region_code WHERE e.role = 'operator' ORDER BY e.id""").fetchall()
         areas = cur.execute("""SELECT s.code, s.branch_code, b.region_code FROM service_areas s
@@ -182,12 +198,14 @@ def load_crm(conn: psycopg.Connection, customer_sample: int = CUSTOMER_SAMPLE) -
             WHERE role = 'engineer' ORDER BY id""").fetchall()
     return Crm(
         regions={code: (float(counts[code]), float(offsets[code])) for code in sorted(customers)},
-        customers=customers, topics=topics, channels=channels, queues=queues,
+        customers=customers, topics=topics, channels=channels,
+        queues={code: group for code, group, _ in queue_rows},
         operators=_group(operators),
         areas_by_branch=_group([(b, a) for a, b, _ in areas]),
         areas_by_region=_group([(r, a) for a, _, r in areas]),
         engineers_by_area=_group([(a, e) for e, a, _ in engineers if a]),
         engineers_by_region=_group([(r, e) for e, _, r in engineers]),
+        queue_channels={code: channel for code, _, channel in queue_rows},
     )
 
 
@@ -457,12 +475,14 @@ class Simulator:
             out.append((RESPOND, dict(id=iid, status=status, ts=ts)))
             if item.plan.work_order and not item.work_order_spawned:
                 out += self._new_work_order(t, item)
-            # The operator's handling ends with the first response, unless the contact is
-            # resolved in the same conversation (its closing is the next step).
-            resolved_now = (item.plan.resolved_first_contact and not item.reopened
-                            and bool(item.steps) and item.steps[0].action == "close")
-            if item.handler is not None and not resolved_now:
+            # The operator's handling ends with the first response, unless the conversation goes
+            # on: a transfer, or a closing in the same conversation (resolved at once).
+            if item.handler is not None and not self._conversation_goes_on(item):
                 out += self._handling_done(t, item)
+        elif action == "transfer":
+            out += self._transfer(t, item)
+        elif action == "abandon":
+            out.append((ABANDON, dict(id=iid, ts=ts)))
         elif action == "close":
             fcr = item.plan.resolved_first_contact and not item.reopened
             out.append((CLOSE, dict(id=iid, fcr=fcr, ts=ts)))
@@ -486,6 +506,31 @@ class Simulator:
                 self.schedule(t + bh.claim_delay(self.b, self.rng), "newclaim", iid)
                 self.pending_claims[iid] = item
         return out
+
+    @staticmethod
+    def _conversation_goes_on(item: OpenInteraction) -> bool:
+        """Whether the operator stays on the contact after this step: it is transferred next, or
+        closed next in the same conversation (resolved at first contact)."""
+        if not item.steps:
+            return False
+        following = item.steps[0].action
+        return following == "transfer" or (following == "close" and item.plan.resolved_first_contact
+                                           and not item.reopened)
+
+    def _transfer(self, t: float, item: OpenInteraction) -> list[Statement]:
+        """The operator hands the contact to another queue of its channel (drawn among them); their
+        handling ends there (the queue takes it on from its list: no operator's state changes, and
+        operator_id stays who answered). Nothing is transferred where the channel has a single
+        queue; the handling then ends as it would have without the transfer."""
+        others = sorted(code for code, channel in self.crm.queue_channels.items()
+                        if channel == item.channel and code != item.queue)
+        if not others:
+            if item.handler is not None and not self._conversation_goes_on(item):
+                return self._handling_done(t, item)
+            return []
+        out = self._handling_done(t, item) if item.handler is not None else []
+        item.queue = self.rng.choice(others)
+        return [(TRANSFER, dict(id=item.id, queue=item.queue, ts=self.ts(t)))] + out
 
     def _operator(self, t: float, item: OpenInteraction) -> int | None:
         group = self.crm.queues.get(item.queue, "")
@@ -709,8 +754,10 @@ class Simulator:
         remember recent interactions as repeat candidates. Ordered by id: deterministic."""
         self._resume_history(conn, start)
         for row in conn.execute("""SELECT i.id, i.customer_id, c.branch_code, i.region_code,
-                i.channel_code, i.topic_code, i.queue_code, i.status, i.updated_at FROM interactions i
-                JOIN customers c ON c.id = i.customer_id WHERE i.closed_at IS NULL ORDER BY i.id"""):
+                i.channel_code, i.topic_code, i.queue_code, i.status, i.updated_at, i.transfer_count
+                FROM interactions i
+                JOIN customers c ON c.id = i.customer_id
+                WHERE i.closed_at IS NULL AND i.abandoned_at IS NULL ORDER BY i.id"""):
             self._resume_interaction(start, *row)
         for wid, region, area, status, updated in conn.execute("""SELECT w.id, b.region_code,
                 w.service_area_code, w.status, w.updated_at FROM work_orders w
@@ -741,14 +788,17 @@ class Simulator:
 
     def _resume_interaction(self, start: float, iid: int, customer: int, branch: str | None,
                             region: str, channel: str, topic: str, queue: str, status: str,
-                            updated: datetime) -> None:
-        plan = bh.plan_interaction(self.b, self.rng, channel, topic)
+                            updated: datetime, transfers: int) -> None:
+        # Only a contact nobody has taken yet can still be abandoned.
+        plan = bh.plan_interaction(self.b, self.rng, channel, topic, may_abandon=status == "new")
         after = {"new": None, "assigned": "assign", "in_progress": "respond", "in_work": "respond",
                  "reopened": "reopen"}
         steps = _after(plan.steps, after.get(status, "respond"),
                        [Step(300, "respond"), Step(3600, "close")] if status == "reopened" else [Step(3600, "close")])
         if plan.test_record:  # its test-record plan made no sense for a real open row
             steps = deque([Step(3600, "close")])
+        if transfers:  # transferred already: not again (at most twice in all)
+            steps = deque(step for step in steps if step.action != "transfer")
         item = OpenInteraction(iid, customer, branch, region, channel, topic, queue, steps, plan,
                                work_order_spawned=status not in ("new", "assigned"))
         self.interactions[iid] = item

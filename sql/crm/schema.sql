@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 
 -- Обращения: one row per customer contact, updated through its lifecycle
--- new -> assigned -> in_progress -> closed.
+-- new -> assigned -> in_progress -> closed (or new -> abandoned: see abandoned_at below).
 CREATE TABLE IF NOT EXISTS interactions (
     id                        bigint PRIMARY KEY,
     customer_id               bigint NOT NULL REFERENCES customers (id),
@@ -168,19 +168,45 @@ ALTER TABLE interactions ADD COLUMN IF NOT EXISTS previous_interaction_id bigint
     REFERENCES interactions (id) ON DELETE SET NULL;
 ALTER TABLE interactions ADD COLUMN IF NOT EXISTS reopen_count integer NOT NULL DEFAULT 0;
 ALTER TABLE interactions ADD COLUMN IF NOT EXISTS sla_due_at timestamptz;
+-- Abandoned contacts (for the KPI catalog): a call or chat whose customer left the queue before
+-- any operator answered. Terminal status 'abandoned', with abandoned_at the moment they left
+-- (after creation; some within seconds, the "short abandons" some vendors exclude), and no
+-- operator, first response, closing or first-contact resolution. NULL for every other contact.
+ALTER TABLE interactions ADD COLUMN IF NOT EXISTS abandoned_at timestamptz;
+-- Transfers: how many times the contact was transferred to another queue (of its channel) after
+-- being answered. Rows from before the column read 0 (PostgreSQL's stored default).
+ALTER TABLE interactions ADD COLUMN IF NOT EXISTS transfer_count integer NOT NULL DEFAULT 0;
 -- NOT VALID: enforced for every new or updated row without scanning (or failing on) rows an
--- older version of the schema let in.
+-- older version of the schema let in. A CRM whose constraint predates abandoned_at and
+-- transfer_count (its definition names neither) gets it replaced, once, in place.
 DO $$ BEGIN
-    ALTER TABLE interactions ADD CONSTRAINT interactions_lifecycle_check CHECK (
-        (first_response_at IS NULL OR first_response_at >= created_at)
-        AND (closed_at IS NULL OR closed_at >= created_at)
-        AND reopen_count >= 0) NOT VALID;
-EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+    IF NOT EXISTS (SELECT FROM pg_constraint
+                   WHERE conrelid = 'interactions'::regclass AND conname = 'interactions_lifecycle_check'
+                     AND pg_get_constraintdef(oid) LIKE '%abandoned_at%'
+                     AND pg_get_constraintdef(oid) LIKE '%transfer_count%') THEN
+        ALTER TABLE interactions DROP CONSTRAINT IF EXISTS interactions_lifecycle_check;
+        ALTER TABLE interactions ADD CONSTRAINT interactions_lifecycle_check CHECK (
+            (first_response_at IS NULL OR first_response_at >= created_at)
+            AND (closed_at IS NULL OR closed_at >= created_at)
+            AND reopen_count >= 0
+            AND transfer_count >= 0
+            AND (abandoned_at IS NULL OR abandoned_at > created_at)
+            AND (status = 'abandoned') = (abandoned_at IS NOT NULL)
+            AND (status <> 'abandoned'
+                 OR (operator_id IS NULL AND first_response_at IS NULL AND closed_at IS NULL
+                     AND NOT coalesce(resolved_on_first_contact, false)
+                     AND transfer_count = 0 AND reopen_count = 0))) NOT VALID;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS interactions_customer_idx ON interactions (customer_id, created_at);
 CREATE INDEX IF NOT EXISTS interactions_previous_idx ON interactions (previous_interaction_id)
     WHERE previous_interaction_id IS NOT NULL;
--- The open ones: what a live generator advances (small compared with the history).
-CREATE INDEX IF NOT EXISTS interactions_open_idx ON interactions (status) WHERE closed_at IS NULL;
+-- The open ones: what a live generator advances (small compared with the history). Abandoned
+-- contacts are over, though never closed: the index leaves them out (it replaces
+-- interactions_open_idx, which kept them).
+CREATE INDEX IF NOT EXISTS interactions_in_flight_idx ON interactions (status)
+    WHERE closed_at IS NULL AND abandoned_at IS NULL;
+DROP INDEX IF EXISTS interactions_open_idx;
 
 -- Work orders (задания): technical tasks spawned by an interaction. Deleting an interaction
 -- (a test record) deletes its work orders: there is no work order without its interaction.

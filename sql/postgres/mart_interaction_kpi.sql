@@ -2,7 +2,8 @@
 -- one window, a range, or windows far apart; each window is read through the staging indexes on
 -- created_at and closed_at, so the cost grows with the number of windows, not their spread).
 -- Opened counts interactions by creation time; closed, resolution times and first-contact
--- resolution count interactions by closing time. Deleted interactions count nowhere.
+-- resolution count interactions by closing time. Deleted interactions count nowhere; abandoned
+-- ones (never answered, never closed: closed_at stays NULL) count as opened only.
 DELETE FROM mart.interaction_kpi
 WHERE window_start = ANY (%(window_starts)s::timestamptz[]);
 

@@ -6,8 +6,11 @@
 -- - closed, resolution times and first-contact share (by closed_at) when the closing time, the
 --   creation time (resolution time), channel, region, first-contact flag or deleted flag changed:
 --   the old and the new closing window.
--- A status change, a reassignment or a later update of an old row lists nothing. Windows from
--- %(range_start)s on are recomputed by the run itself and are not listed.
+-- A status change, a reassignment or a later update of an old row lists nothing; nor does an
+-- abandonment (status and abandoned_at: the mart counts an abandoned contact as opened, by its
+-- creation, and never as closed, its closed_at stays NULL) or a transfer (queue_code and
+-- transfer_count: queues are not cells of this mart). Windows from %(range_start)s on are
+-- recomputed by the run itself and are not listed.
 WITH changed AS (
     -- A delete's row image holds placeholders (0, '', 1970-01-01) in its non-key columns:
     -- only its key is real, so it contributes the old times alone.

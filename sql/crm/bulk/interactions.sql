@@ -3,12 +3,17 @@
 -- gap (median about a day, so repeats fall within 24 h, 7 d and 30 d). Interaction id =
 -- episode * 4 + k + 1 (k = contact number in the episode): a pure function of the episode, so
 -- previous_interaction_id is simply id - 1. Arrivals follow the daily curve in the customer's
--- local time and the weekly curve; handling times are log-normal per channel. Everything after
--- as_of is cut off: contacts not yet made are dropped, lifecycles still running stay open.
+-- local time and the weekly curve; handling times are log-normal per channel. Some calls and
+-- chats are abandoned in the queue (never answered: status abandoned at abandoned_at); some
+-- answered contacts are transferred once or twice to another queue of their channel between the
+-- first response and the closing (queue_code is the last queue; operator_id stays the operator
+-- of the first queue who answered). Everything after as_of is cut off: contacts not yet made are dropped, lifecycles
+-- still running stay open.
 INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
                           direction, status, operator_id, subject, created_at,
                           first_response_at, closed_at, resolved_on_first_contact, updated_at,
-                          previous_interaction_id, reopen_count, sla_due_at)
+                          previous_interaction_id, reopen_count, sla_due_at, abandoned_at,
+                          transfer_count)
 WITH episode AS (
     SELECT e,
            1 + floor(crm_bulk.u(%(seed)s, 101, e) * %(n_customers)s)::bigint AS customer_id,
@@ -42,11 +47,43 @@ WITH episode AS (
     JOIN regions r ON r.code = c.region_code
     CROSS JOIN LATERAL generate_series(0, ep.n_contacts - 1) AS k
 ), timed AS (
+    -- An abandoned contact is never assigned, answered or closed: those times are 'infinity',
+    -- after any as_of. Transfers fall between the first response and the first closing.
     SELECT t.*,
-           t.created_at + 0.4 * t.fr_s * interval '1 second' AS assigned_at,
-           t.created_at + t.fr_s * interval '1 second' AS first_response_at,
-           t.created_at + (t.fr_s + t.handle_s) * interval '1 second' AS first_close_at
+           CASE WHEN t.abandons THEN 'infinity'::timestamptz
+                ELSE t.created_at + 0.4 * t.fr_s * interval '1 second' END AS assigned_at,
+           CASE WHEN t.abandons THEN 'infinity'::timestamptz
+                ELSE t.created_at + t.fr_s * interval '1 second' END AS first_response_at,
+           CASE WHEN t.abandons THEN 'infinity'::timestamptz
+                ELSE t.created_at + (t.fr_s + t.handle_s) * interval '1 second' END AS first_close_at,
+           CASE WHEN t.abandons THEN t.created_at + t.abandon_s * interval '1 second' END
+               AS abandoned_at,
+           -- each transfer at most half of what remains until the closing
+           CASE WHEN NOT t.abandons AND t.transfers >= 1
+                THEN t.created_at + (t.fr_s + least(t.transfer1_draw_s, t.handle_s / 2))
+                                    * interval '1 second' END AS transfer1_at,
+           CASE WHEN NOT t.abandons AND t.transfers >= 2
+                THEN t.created_at + (t.fr_s + least(t.transfer1_draw_s, t.handle_s / 2)
+                                     + least(t.transfer2_draw_s,
+                                             (t.handle_s - least(t.transfer1_draw_s, t.handle_s / 2)) / 2))
+                                    * interval '1 second' END AS transfer2_at
     FROM (SELECT ct.*,
+                 crm_bulk.u(%(seed)s, 140, ct.id) < (%(abandon_share)s::float8[])[ct.channel_i]
+                     AS abandons,
+                 CASE WHEN crm_bulk.u(%(seed)s, 141, ct.id) < %(short_abandon_share)s
+                      THEN %(short_abandon_s)s * (0.1 + 0.9 * crm_bulk.u(%(seed)s, 142, ct.id))
+                      ELSE greatest(%(short_abandon_s)s,
+                                    crm_bulk.lognormal(%(seed)s, 143, ct.id,
+                                                       (%(abandon_median_s)s::float8[])[ct.channel_i],
+                                                       %(abandon_sigma)s)) END AS abandon_s,
+                 CASE WHEN crm_bulk.u(%(seed)s, 144, ct.id) >= (%(transfer_share)s::float8[])[ct.channel_i]
+                      THEN 0
+                      WHEN crm_bulk.u(%(seed)s, 145, ct.id) < %(second_transfer_share)s THEN 2
+                      ELSE 1 END AS transfers,
+                 crm_bulk.lognormal(%(seed)s, 146, ct.id, %(transfer_median_s)s, 0.8)
+                     AS transfer1_draw_s,
+                 crm_bulk.lognormal(%(seed)s, 147, ct.id, %(transfer_median_s)s, 0.8)
+                     AS transfer2_draw_s,
                  crm_bulk.lognormal(%(seed)s, 120, ct.id,
                                     (%(first_response_s)s::float8[])[ct.channel_i], 1.0) AS fr_s,
                  crm_bulk.lognormal(%(seed)s, 121, ct.id,
@@ -76,10 +113,11 @@ SELECT k.id,
        (%(channels)s::text[])[k.channel_i],
        k.region_code,
        (%(topics)s::text[])[k.topic_i],
-       q.queue_code,
+       fq.queue_code,
        CASE WHEN k.channel_i = 1 AND crm_bulk.u(%(seed)s, 130, k.id) < 0.08
             THEN 'outbound' ELSE 'inbound' END,
-       CASE WHEN k.assigned_at > %(as_of)s THEN 'new'
+       CASE WHEN k.abandoned_at <= %(as_of)s THEN 'abandoned'
+            WHEN k.assigned_at > %(as_of)s THEN 'new'
             WHEN k.first_response_at > %(as_of)s THEN 'assigned'
             WHEN k.close_at > %(as_of)s THEN 'in_progress'
             ELSE 'closed' END,
@@ -95,11 +133,32 @@ SELECT k.id,
        greatest(k.created_at,
                 CASE WHEN k.assigned_at <= %(as_of)s THEN k.assigned_at END,
                 CASE WHEN k.first_response_at <= %(as_of)s THEN k.first_response_at END,
+                CASE WHEN tr.n >= 1 THEN k.transfer1_at END,
+                CASE WHEN tr.n >= 2 THEN k.transfer2_at END,
                 CASE WHEN k.reopen_seen THEN k.reopen_at END,
-                CASE WHEN k.close_at <= %(as_of)s THEN k.close_at END),
+                CASE WHEN k.close_at <= %(as_of)s THEN k.close_at END,
+                CASE WHEN k.abandoned_at <= %(as_of)s THEN k.abandoned_at END),
        CASE WHEN k.k > 0 THEN k.id - 1 END,
        k.reopen_seen::int,
-       k.created_at + (%(sla_hours)s::float8[])[k.channel_i] * interval '1 hour'
+       k.created_at + (%(sla_hours)s::float8[])[k.channel_i] * interval '1 hour',
+       CASE WHEN k.abandoned_at <= %(as_of)s THEN k.abandoned_at END,
+       tr.n
 FROM known k
 JOIN crm_bulk.queue_operators q
-    ON q.queue_code = (%(queue_map)s::text[])[(k.channel_i - 1) * %(n_topics)s + k.topic_i];
+    ON q.queue_code = (%(queue_map)s::text[])[(k.channel_i - 1) * %(n_topics)s + k.topic_i]
+-- the queues a transfer goes to: another of the channel's (that has operators), then another
+LEFT JOIN crm_bulk.channel_queues cq ON cq.channel_code = (%(channels)s::text[])[k.channel_i]
+CROSS JOIN LATERAL (
+    SELECT crm_bulk.any_of(crm_bulk.u(%(seed)s, 148, k.id), array_remove(cq.codes, q.queue_code))
+               AS target) t1
+CROSS JOIN LATERAL (
+    SELECT crm_bulk.any_of(crm_bulk.u(%(seed)s, 149, k.id), array_remove(cq.codes, t1.target))
+               AS target) t2
+-- transfers seen by as_of (none where the channel has a single queue)
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN t1.target IS NULL THEN 0
+                ELSE coalesce((k.transfer1_at <= %(as_of)s)::int, 0)
+                     + coalesce((k.transfer2_at <= %(as_of)s)::int, 0) END AS n) tr
+CROSS JOIN LATERAL (
+    SELECT CASE tr.n WHEN 0 THEN q.queue_code WHEN 1 THEN t1.target ELSE t2.target END
+               AS queue_code) fq;
