@@ -19,7 +19,7 @@ import psycopg
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from hrdv.definitions import ASSETS, WINDOWED, defs
+from hrdv.definitions import ASSETS, KPI_KEYS, WINDOWED, defs
 from hrdv.settings import Settings
 from hrdv_assets.cdc import Late, read_changes, write_changes
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY
@@ -60,11 +60,11 @@ def stage_since(settings: Settings, since: datetime) -> None:
 
 
 def backfill(instance: DagsterInstance, first_key: str, last_key: str):
-    """Staging and mart of the windows first_key..last_key in one run; asserts it succeeded and
+    """Staging and marts of the windows first_key..last_key in one run; asserts it succeeded and
     returns Dagster's result."""
     result = materialize(
         ASSETS, instance=instance, resources=resources(),
-        selection=[*WINDOWED, MART_KEY],
+        selection=[*WINDOWED, MART_KEY, *KPI_KEYS],
         tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
     )
     assert result.success, f"backfill {first_key}...{last_key} failed"

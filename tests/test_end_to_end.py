@@ -6,7 +6,10 @@ ticked; each window it requests is materialised at once, as its run would be. Th
 - the windows no later change touched (staging reports those) equal the recomputation already;
 - once the late-change sensor's runs are done, every mart row equals an independent pandas
   recomputation straight from the CRM tables, with no backfill: the sensor-driven path converges;
-- one single-run backfill of all windows gives the same, and staging equals the CRM row for row.
+- one single-run backfill of all windows gives the same, and staging equals the CRM row for row;
+- every series of the KPI catalog's window marts, published by those runs, equals the same
+  marts computed from a copy of the CRM tables (bypassing Debezium, Kafka, ClickHouse and staging),
+  and the KPI late-change sensor's recompute runs pass their rules.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import crm_mirror
 import pandas as pd
 import psycopg
 import pytest
@@ -33,9 +37,11 @@ from recompute import (
 )
 
 from hrdv import generator
-from hrdv.definitions import ASSETS, WINDOWED, defs
+from hrdv import catalog_sql, marts
+from hrdv.catalog import default as default_catalog
+from hrdv.definitions import ASSETS, KPI_KEYS, WINDOWED, defs
 from hrdv_assets.interactions import MART_KEY
-from partitions import window_of
+from partitions import WINDOW, window_of
 from resources.kafka import KafkaResource
 from sensors.kafka_lag import run_windows
 from sensors.late_changes import late_partition_keys
@@ -73,11 +79,13 @@ class SensorDriver:
             keys += windows
         return keys
 
-    def settle_late_windows(self) -> list[list[str]]:
-        """Tick the late-change sensor and run what it requests until it requests nothing;
+    def settle_late_windows(self, sensor_name: str = "interactions_late_change_sensor",
+                            job_name: str = "interaction_kpi_recompute",
+                            op_name: str = "recompute_interaction_kpi") -> list[list[str]]:
+        """Tick a late-change sensor and run what it requests until it requests nothing;
         returns the windows of each run."""
-        sensor = defs.get_sensor_def("interactions_late_change_sensor")
-        job = defs.get_job_def("interaction_kpi_recompute")
+        sensor = defs.get_sensor_def(sensor_name)
+        job = defs.get_job_def(job_name)
         cursor, runs = None, []
         while True:
             result = sensor(build_sensor_context(cursor=cursor, instance=self.instance))
@@ -87,18 +95,19 @@ class SensorDriver:
             for request in result.run_requests:
                 assert job.execute_in_process(run_config=request.run_config, instance=self.instance,
                                               resources=resources(), tags=request.tags).success
-                runs.append(request.run_config["ops"]["recompute_interaction_kpi"]["config"]["windows"])
+                runs.append(request.run_config["ops"][op_name]["config"]["windows"])
 
     def run(self, request) -> None:
         result = materialize(
             ASSETS, partition_key=request.partition_key, instance=self.instance,
             resources=resources(), tags=request.tags,
-            selection=[*WINDOWED, MART_KEY],
+            selection=[*WINDOWED, MART_KEY, *KPI_KEYS],
         )
         assert result.success
         checks = result.get_asset_check_evaluations()
         assert {c.check_name for c in checks} == {"dead_letters_within_threshold", "statuses_known",
-                                                  "matches_source", "pandera_schema", "totals_match_staging"}
+                                                  "matches_source", "pandera_schema", "totals_match_staging",
+                                                  *(rule.name for rule in marts.RULES)}
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
         self.judged += sum(c.metadata["judged"].value for c in checks if c.check_name == "matches_source")
         for event in result.get_asset_materialization_events():
@@ -169,3 +178,34 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     with psycopg.connect(settings.crm_dsn) as conn:
         deleted = assert_staging_equals(settings, crm_rows(conn))
     assert deleted > 0, "the generator's deletes should be staged as flagged rows"
+
+    # The KPI late-change sensor's runs recompute what it lists, rules passing; then every window
+    # series of every KPI mart equals the marts computed from a copy of the CRM.
+    driver.settle_late_windows("kpi_late_change_sensor", "kpi_marts_recompute", "recompute_kpi_marts")
+    assert_kpi_marts_equal_the_crm_copy(settings, keys)
+
+
+def assert_kpi_marts_equal_the_crm_copy(settings, keys: list[str]) -> None:
+    starts = [window_of(key).start for key in keys]
+    mirror = crm_mirror.create(settings.hrdv_admin_dsn, "kpi_e2e_mirror")
+    crm_mirror.copy_crm(settings.crm_dsn, mirror)
+    catalog = default_catalog()
+    with psycopg.connect(mirror) as conn:
+        conn.execute(catalog_sql.ddl(catalog))
+        with conn.transaction():
+            assert marts.publish(conn, catalog, starts, WINDOW).passed
+    compared = 0
+    for family in catalog.families.values():
+        table = catalog_sql.table(family, "window")
+        columns = ", ".join(["period_start", "indicator", "dimension_set", *family.used_dimensions,
+                             *(f"round({c}::numeric, 9)" for c in ("value", "numerator", "denominator")), "rows"])
+        query = f"SELECT {columns} FROM {table} WHERE period_start = ANY (%s) ORDER BY 1, 2, 3"
+        with psycopg.connect(settings.hrdv_dsn) as pipeline, psycopg.connect(mirror) as copy:
+            got = sorted(pipeline.execute(query, (starts,)).fetchall(), key=repr)
+            expected = sorted(copy.execute(query, (starts,)).fetchall(), key=repr)
+        assert got == expected, (f"{table}: {len(got)} rows through the pipeline, {len(expected)} from the CRM "
+                                 f"copy; first differences {[r for r in got if r not in expected][:3]} / "
+                                 f"{[r for r in expected if r not in got][:3]}")
+        compared += len(got)
+    assert compared > 1000, f"only {compared} KPI rows compared"
+    print(f"\nKPI marts: {compared} window rows over {len(keys)} windows equal the CRM copy's")
