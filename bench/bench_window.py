@@ -1,4 +1,4 @@
-"""One window of all marts with 50 000 changes: how long staging + mart take.
+"""One window of all marts with 50 000 changes: how long staging + the marts take.
 
     .venv/bin/python bench/bench_window.py [--changes 50000] [--runs 3] [--interactions-only]
 
@@ -10,9 +10,10 @@ alone, as before the other entities were staged.
 On a fresh stack of its own (bench/_stack.py, 1-minute windows so that the window closes soon:
 only closed windows are partitions), it writes N row changes into the CRM in a few set-based
 statements (new interactions, assignments, closings, deletes), waits
-until all of them are in the ClickHouse buffer, then materialises staging and the mart for that
-window in one in-process run, --runs times (staging and the mart emptied in between, so every run
-does the same work), and prints each run and the median.
+until all of them are in the ClickHouse buffer, then materialises staging, the interaction mart and
+every KPI-catalog mart (window, hour, day, with their rules) for that window in one in-process run,
+--runs times (staging and the marts emptied in between, so every run does the same work), and
+prints each run and the median.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from _stack import fresh_stack, stop_stack  # noqa: E402
 import psycopg  # noqa: E402
 from dagster import DagsterInstance, materialize  # noqa: E402
 
-from hrdv.definitions import ASSETS, WINDOWED, defs  # noqa: E402
+from hrdv.definitions import ASSETS, KPI_KEYS, WINDOWED, defs  # noqa: E402
 from hrdv_assets.cdc import STAGED  # noqa: E402
 from hrdv_assets.interactions import MART_KEY  # noqa: E402
 from partitions import reporting_windows, window_of  # noqa: E402
@@ -154,19 +155,26 @@ def main() -> None:
             with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
                 tables = [f"staging.{name}" for name in STAGED] + [
                     f"staging.{s.name}_history" for s in STAGED.values() if s.history_key]
-                conn.execute(f"TRUNCATE {', '.join(tables)}, mart.interaction_kpi")
+                marts = [row[0] for row in conn.execute(
+                    "SELECT 'mart.' || tablename FROM pg_tables WHERE schemaname = 'mart'")]
+                conn.execute(f"TRUNCATE {', '.join(tables + marts)}")
             began = time.monotonic()
             result = materialize(ASSETS, partition_key=key, resources=resources,
                                  instance=DagsterInstance.ephemeral(),
-                                 selection=[*WINDOWED, MART_KEY])
+                                 selection=[*WINDOWED, MART_KEY, *KPI_KEYS])
             timings.append(time.monotonic() - began)
             rows = {e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
                     for e in result.get_asset_materialization_events()
                     if e.materialization.metadata["dagster/row_count"].value}
             staging = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                            if "run_duration_s" in e.materialization.metadata)
+            kpi = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                       if e.asset_key.path[-1] == "kpi_publications")
+            kpi_rows = sum(v for k, v in rows.items() if k.startswith("kpi_"))
             print(f"run {run}: window {key}: {timings[-1]:.2f} s (staging: barrier {staging['run_barrier_s'].value} s, "
-                  f"read {staging['run_read_s'].value} s, read + write {staging['run_duration_s'].value} s)  rows {rows}  success={result.success}")
+                  f"read {staging['run_read_s'].value} s, read + write {staging['run_duration_s'].value} s; "
+                  f"KPI marts {kpi['run_duration_s'].value} s, {kpi_rows} rows, rules {kpi['timing_rules_s'].value} s)  "
+                  f"rows {rows}  success={result.success}")
         print(f"median of {args.runs}: {statistics.median(timings):.2f} s for {args.changes} changes "
               f"(staging + mart of one window, in-process)")
     finally:

@@ -240,6 +240,27 @@ class BasesFile(Strict):
     bases: dict[str, Base]
 
 
+class Usual(Strict):
+    """How a series' usual range at a period is computed (catalog/bottlenecks.yaml explains)."""
+    weeks: int = Field(ge=1)
+    min_points: int = Field(ge=1)
+    k: float = Field(gt=0)
+    min_spread: float = Field(ge=0)
+
+
+class Bottleneck(Strict):
+    id: str = Field(pattern=IDENTIFIER)
+    names: Names
+    family: str
+    indicator: str
+    dimension_set: str
+
+
+class BottlenecksFile(Strict):
+    usual: Usual
+    bottlenecks: list[Bottleneck]
+
+
 # --- the loaded catalog -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DimensionSet:
@@ -308,6 +329,7 @@ class Catalog:
     dimensions: dict[str, Dimension]
     parameters: dict[str, Parameter]
     bases: dict[str, Base]
+    bottlenecks: BottlenecksFile
 
     @property
     def indicators(self) -> Iterator[tuple[Family, Indicator]]:
@@ -335,7 +357,7 @@ class Catalog:
 
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-SPECIAL = {"dimensions.yaml", "parameters.yaml", "bases.yaml"}
+SPECIAL = {"dimensions.yaml", "parameters.yaml", "bases.yaml", "bottlenecks.yaml"}
 
 
 @lru_cache(maxsize=1)
@@ -349,6 +371,7 @@ def load(directory: Path = CATALOG_DIR) -> Catalog:
     dimensions = _read(directory / "dimensions.yaml", DimensionsFile).dimensions
     parameters = _read(directory / "parameters.yaml", ParametersFile).parameters
     bases = _read(directory / "bases.yaml", BasesFile).bases
+    bottlenecks = _read(directory / "bottlenecks.yaml", BottlenecksFile)
     families: dict[str, Family] = {}
     for path in sorted(directory.glob("*.yaml")):
         if path.name in SPECIAL:
@@ -358,8 +381,9 @@ def load(directory: Path = CATALOG_DIR) -> Catalog:
             raise CatalogError(f"{path.name}: family {family.name!r} is also defined in "
                                f"{families[family.name].path.name}")
         families[family.name] = family
-    catalog = Catalog(families, dimensions, parameters, bases)
+    catalog = Catalog(families, dimensions, parameters, bases, bottlenecks)
     _check_references(catalog)
+    _check_bottlenecks(catalog)
     return catalog
 
 
@@ -458,6 +482,21 @@ def _check_references(catalog: Catalog) -> None:
                 if aliases:
                     raise CatalogError(f"{entry}: field {name}: unknown alias(es) {sorted(aliases)}; "
                                        f"use f (the row), p (the period) or a join ({', '.join(spec.joins)})")
+
+
+def _check_bottlenecks(catalog: Catalog) -> None:
+    for entry in catalog.bottlenecks.bottlenecks:
+        where = f"bottlenecks.yaml: entry {entry.id!r}"
+        family = catalog.families.get(entry.family)
+        if family is None:
+            raise CatalogError(f"{where}: field family: {entry.family!r} is not one of {', '.join(catalog.families)}")
+        indicator = next((i for i in family.indicators if i.id == entry.indicator), None)
+        if indicator is None:
+            raise CatalogError(f"{where}: field indicator: {entry.indicator!r} is not an indicator of {entry.family}")
+        sets = [s.name for s in family.sets_of(indicator)]
+        if entry.dimension_set not in sets:
+            raise CatalogError(f"{where}: field dimension_set: {entry.indicator} is not cut by "
+                               f"{entry.dimension_set!r} ({', '.join(sets)})")
 
 
 def _check_sets(where: str, field: str, texts: list[str], dimensions: dict[str, str]) -> None:

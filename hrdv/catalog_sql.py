@@ -297,7 +297,21 @@ def ddl(catalog: Catalog) -> str:
             catalog=catalog))
         parts.append(_ENV.get_template("staging_indexes.sql.j2").render(
             family=family, entity=family.entity, events=family.spec.events.values()))
+    for grain in ("window", "day"):
+        parts.append(_ENV.get_template("bottlenecks.sql.j2").render(
+            grain=grain, bottlenecks=catalog.bottlenecks.bottlenecks, usual=catalog.bottlenecks.usual,
+            table=table, additive=_zero_when_absent(catalog)))
     return "\n".join(parts)
+
+
+def _zero_when_absent(catalog: Catalog) -> set[str]:
+    """Bottlenecks whose indicator is a count or a sum: no row means 0, not unknown."""
+    out = set()
+    for entry in catalog.bottlenecks.bottlenecks:
+        _, indicator = catalog.indicator(entry.indicator)
+        if indicator.kind in ("count", "sum") or (indicator.kind == "snapshot" and indicator.aggregate == "count"):
+            out.add(entry.id)
+    return out
 
 
 # --- periods ------------------------------------------------------------------------------------------

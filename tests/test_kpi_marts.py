@@ -234,3 +234,51 @@ def test_window_queries_read_fact_tables_through_indexes_only(day) -> None:
                                   if "Seq Scan on" in line and any(f" {t} " in line + " " for t in FACTS)]
         conn.rollback()
     assert not seq_scans, f"sequential scans of fact tables: {seq_scans}"
+
+
+# --- bottlenecks ------------------------------------------------------------------------------------
+INCIDENT_SQL = """
+INSERT INTO staging.interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
+    direction, status, created_at, updated_at, reopen_count, transfer_count, lsn, committed_at)
+SELECT -g, c.id, 'call', c.region_code, %(topic)s, 'q_call', 'inbound', 'new',
+       %(w)s + g * interval '4 seconds', %(w)s + g * interval '4 seconds', 0, 0, 0, %(w)s
+FROM generate_series(1, 150) AS g
+JOIN LATERAL (SELECT id, region_code FROM staging.customers ORDER BY id OFFSET g LIMIT 1) AS c ON true"""
+
+
+def test_an_injected_incident_ranks_first_and_leaves_its_usual_range(day) -> None:
+    _, mirror, catalog = day
+    with psycopg.connect(mirror) as conn, conn.transaction(force_rollback=True):
+        # Four earlier weeks like this day: its own values are the usual ones.
+        for family, grain in ((f, g) for f in catalog.families.values() for g in ("window", "day")):
+            columns = ", ".join(["indicator", "dimension_set", *family.used_dimensions, "value", "numerator",
+                                 "denominator", "rows"])
+            table = catalog_sql.table(family, grain)
+            for weeks in range(1, 5):
+                conn.execute(f"INSERT INTO {table} (period_start, period_end, {columns}) "
+                             f"SELECT period_start - %(back)s, period_end - %(back)s, {columns} FROM {table} "
+                             "WHERE period_start >= %(day)s AND period_start < %(day)s + interval '1 day'",
+                             {"back": timedelta(weeks=weeks), "day": DAY_START})
+        for weeks in range(1, 5):
+            conn.execute("INSERT INTO mart.kpi_publications (window_start, window_end) SELECT s - %(back)s, "
+                         "s - %(back)s + %(w)s FROM unnest(%(starts)s::timestamptz[]) AS s",
+                         {"back": timedelta(weeks=weeks), "w": WINDOW, "starts": WINDOWS})
+        # An outage: 150 calls on a topic that is usually quiet, in window W.
+        topic = conn.execute("SELECT code FROM staging.topics WHERE parent_code IS NOT NULL AND code NOT IN "
+                             "(SELECT topic_code FROM staging.interactions WHERE created_at >= %(w)s AND "
+                             "created_at < %(w)s + interval '15 minutes') ORDER BY code LIMIT 1", {"w": W}).fetchone()[0]
+        conn.execute(INCIDENT_SQL, {"topic": topic, "w": W})
+        assert marts.publish(conn, catalog, [W], WINDOW).passed
+        rows = conn.execute("SELECT member, rank, unusual, value, usual_median, value_week_before FROM "
+                            "mart.kpi_bottlenecks_window WHERE bottleneck = 'most_frequent_topics' AND "
+                            "period_start = %s ORDER BY rank", (W,)).fetchall()
+        assert rows[0][:3] == (topic, 1, "above"), rows[:3]
+        assert rows[0][3] == 150 and rows[0][4] == 0, rows[0]  # usually no call on it at all
+        assert [r for r in rows[1:] if r[2] is not None] == [], "topics without an incident flagged"
+        quiet = conn.execute("SELECT count(*) FROM mart.kpi_bottlenecks_window WHERE period_start = %s "
+                             "AND unusual IS NOT NULL AND member IS DISTINCT FROM %s", (W - WINDOW, topic)).fetchone()[0]
+        assert quiet == 0, conn.execute("SELECT * FROM mart.kpi_bottlenecks_window WHERE period_start = %s AND unusual IS NOT NULL", (W - WINDOW,)).fetchall()
+        daily = conn.execute("SELECT rank, unusual FROM mart.kpi_bottlenecks_day WHERE bottleneck = "
+                             "'most_frequent_topics' AND period_start = %s AND member = %s",
+                             (catalog_sql.day_of(W)[0], topic)).fetchone()
+        assert daily is not None and daily[1] == "above", daily
