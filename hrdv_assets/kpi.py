@@ -53,6 +53,7 @@ def mart_key(family: Family, grain: str) -> AssetKey:
 
 
 MART_KEYS = [mart_key(f, g) for f in CATALOG.families.values() for g in catalog_sql.GRAINS]
+ALL_KEYS = [*MART_KEYS, PUBLICATIONS_KEY]
 
 
 def _entities_read(family: Family) -> list[str]:
@@ -178,16 +179,20 @@ def _sample(rows: list[dict]) -> str:
 
 def _per_window(conn: psycopg.Connection, keys: Sequence[str]) -> dict[tuple[str, str, str], tuple]:
     """(family, grain, window key) -> rows and series of the period that window's partition wrote."""
-    out = {}
+    periods = {}
     for key in keys:
         start = window_of(key).start
-        periods = {"window": start, "hour": catalog_sql.hour_of(start)[0], "day": catalog_sql.day_of(start)[0]}
-        for family in CATALOG.families.values():
-            for grain, period in periods.items():
-                rows, series = conn.execute(
-                    f"SELECT count(*), count(DISTINCT (indicator, dimension_set)) "
-                    f"FROM {catalog_sql.table(family, grain)} WHERE period_start = %s", (period,)).fetchone()
-                out[(family.name, grain, key)] = (rows, series, period)
+        periods[key] = {"window": start, "hour": catalog_sql.hour_of(start)[0], "day": catalog_sql.day_of(start)[0]}
+    out = {}
+    for family in CATALOG.families.values():
+        for grain in catalog_sql.GRAINS:
+            wanted = sorted({p[grain] for p in periods.values()})
+            figures = {row[0]: row[1:] for row in conn.execute(
+                f"SELECT period_start, count(*), count(DISTINCT (indicator, dimension_set)) "
+                f"FROM {catalog_sql.table(family, grain)} WHERE period_start = ANY (%s) GROUP BY 1", (wanted,))}
+            for key in keys:
+                period = periods[key][grain]
+                out[(family.name, grain, key)] = (*figures.get(period, (0, 0)), period)
     return out
 
 
@@ -216,11 +221,17 @@ def _fail_if_rejected(context, published: Published) -> None:
                metadata={"dagster/table_name": "hrdv.mart.kpi_publications"})],
     check_specs=CHECKS,
     backfill_policy=BackfillPolicy.single_run(),
-    can_subset=False,  # all marts of a window are published together or not at all
+    # Subsettable only so that check results can be reported per window (as evaluations); a
+    # selection of some of the marts is refused below: a window's marts are published together.
+    can_subset=True,
     pool=MART_POOL,
     retry_policy=PASSING_FAILURES,
 )
 def kpi_marts(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iterator:
+    missing = set(ALL_KEYS) - set(context.selected_asset_keys)
+    if missing:
+        raise refuse(f"the KPI marts of a window are published together: select all {len(ALL_KEYS)} of them "
+                     f"(missing {sorted(k.to_user_string() for k in missing)[:5]}...), or none")
     keys = requested_keys(context)
     unstaged = _unstaged(context, keys)
     if unstaged:
