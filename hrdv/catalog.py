@@ -234,6 +234,7 @@ class Base(Strict):
     description: str
     filter: str | None = None
     dimensions: dict[str, str]
+    refresh_minutes: int = Field(default=60, ge=0)  # recounted by a publication when older
 
 
 class BasesFile(Strict):

@@ -232,22 +232,28 @@ def event_scans(catalog: Catalog, family: Family, indicators: list[Indicator] | 
     return scans
 
 
+def base_sets(catalog: Catalog, name: str) -> list[DimensionSet]:
+    """Every dimension set an indicator rated against base `name` is cut by, in any family."""
+    sets: dict[DimensionSet, None] = {}
+    for family, indicator in catalog.indicators:
+        if indicator.kind == "rate" and indicator.base == name:
+            for dimension_set in family.sets_of(indicator):
+                sets.setdefault(dimension_set, None)
+    return list(sets)
+
+
 def _bases(catalog: Catalog, family: Family, indicators: list[Indicator]) -> list[dict]:
-    rates = [i for i in indicators if i.kind == "rate"]
-    names = sorted({i.base for i in rates})
-    result = []
-    for name in names:
-        base = catalog.bases[name]
-        sets: dict[DimensionSet, None] = {}
-        for indicator in rates:
-            if indicator.base == name:
-                for dimension_set in family.sets_of(indicator):
-                    sets.setdefault(dimension_set, None)
-        used = sorted({d for s in sets for d in s.dimensions})
-        result.append({"name": name, "entity": entities.entity(base.entity), "filter": base.filter or "true",
-                       "dimensions": [(d, base.dimensions[d]) for d in used], "sets": list(sets),
-                       "grouping": grouping_case(used, list(sets))})
-    return result
+    names = sorted({i.base for i in indicators if i.kind == "rate"})
+    return [{"name": name, "dimensions": list(catalog.bases[name].dimensions)} for name in names]
+
+
+def base_refresh_sql(catalog: Catalog, name: str) -> str:
+    base = catalog.bases[name]
+    dimensions = list(base.dimensions)
+    sets = base_sets(catalog, name)
+    return _ENV.get_template("base_refresh.sql.j2").render(
+        name=name, base=base, entity=entities.entity(base.entity), dimensions=dimensions,
+        expressions=list(base.dimensions.items()), sets=sets, grouping=grouping_case(dimensions, sets))
 
 
 # --- statements ---------------------------------------------------------------------------------------
@@ -274,13 +280,15 @@ def compute_sql(catalog: Catalog, family: Family, grain: str, indicators: list[I
 
 
 def roll_up_sql(catalog: Catalog, family: Family, grain: str) -> str:
-    """Recompute mart.kpi_<family>_<grain> (hour or day) for the periods %(starts)s/%(ends)s from
-    the window rows: additive kinds from their parts, snapshots from the last published window.
-    Percentiles and distinct counts come from compute_sql over the period's rows instead."""
+    """Recompute mart.kpi_<family>_<grain> (hour or day) for the periods %(starts)s/%(ends)s:
+    additive kinds from the parts of the grain below (a day from its hours, which must be current:
+    roll the hours up first), snapshots from the last published window. Percentiles and distinct
+    counts come from compute_sql over the period's rows instead."""
     parts = [i for i in family.indicators if i.roll_up == "parts"]
     last = [i for i in family.indicators if i.roll_up == "last"]
     return _ENV.get_template("roll_up.sql.j2").render(
         family=family, target=table(family, grain), source=table(family, "window"),
+        parts_source=table(family, "hour" if grain == "day" else "window"),
         dimensions=family.used_dimensions, parts=parts, last=last)
 
 
@@ -291,6 +299,9 @@ def rows_indicators(family: Family) -> list[Indicator]:
 def ddl(catalog: Catalog) -> str:
     """Every mart table, index, comparison view and staging index the catalog needs (idempotent)."""
     parts = [_ENV.get_template("publications.sql.j2").render()]
+    for name, base in catalog.bases.items():
+        parts.append(_ENV.get_template("base_table.sql.j2").render(name=name, base=base,
+                                                                     dimensions=list(base.dimensions)))
     for family in catalog.families.values():
         parts.append(_ENV.get_template("mart_tables.sql.j2").render(
             family=family, grains=GRAINS, dimensions=family.used_dimensions, table=table,

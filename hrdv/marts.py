@@ -92,6 +92,9 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
     periods = {grain: _periods(grain, starts, window) for grain in cs.GRAINS}
     with conn.cursor() as cur:
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
+        began = time.perf_counter()
+        refresh_bases(cur, catalog)
+        timings["bases_s"] = round(time.perf_counter() - began, 3)
         for family in catalog.families.values():
             began = time.perf_counter()
             _execute(cur, cs.compute_sql(catalog, family, "window"), periods["window"])
@@ -114,6 +117,19 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
         results = check(cur, catalog, periods, window)
         timings["rules_s"] = round(time.perf_counter() - began, 3)
     return Publication(list(starts), rows, series, timings, results)
+
+
+def refresh_bases(cur: psycopg.Cursor, catalog: Catalog, force: bool = False) -> list[str]:
+    """Recount the populations older than their refresh interval (or all, with force)."""
+    refreshed = []
+    for name, base in catalog.bases.items():
+        stale = force or cur.execute(
+            f"SELECT coalesce(max(refreshed_at) < now() - make_interval(mins => %s), true) "
+            f"FROM mart.kpi_base_{name}", (base.refresh_minutes,)).fetchone()[0]
+        if stale:
+            _execute(cur, cs.base_refresh_sql(catalog, name), {})
+            refreshed.append(name)
+    return refreshed
 
 
 def _figures(cur: psycopg.Cursor, catalog: Catalog, periods: dict) -> tuple[dict[str, int], dict[str, int]]:
