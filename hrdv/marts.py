@@ -120,11 +120,12 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
 
 
 def refresh_bases(cur: psycopg.Cursor, catalog: Catalog, force: bool = False) -> list[str]:
-    """Recount the populations older than their refresh interval (or all, with force)."""
+    """Recount the populations that are empty (a new store: the customers' snapshot may still be
+    on its way) or older than their refresh interval (or all, with force)."""
     refreshed = []
     for name, base in catalog.bases.items():
         stale = force or cur.execute(
-            f"SELECT coalesce(max(refreshed_at) < now() - make_interval(mins => %s), true) "
+            f"SELECT coalesce(max(refreshed_at) < now() - make_interval(mins => %s) OR sum(population) = 0, true) "
             f"FROM mart.kpi_base_{name}", (base.refresh_minutes,)).fetchone()[0]
         if stale:
             _execute(cur, cs.base_refresh_sql(catalog, name), {})
