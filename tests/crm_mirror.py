@@ -33,11 +33,14 @@ def create(admin_dsn: str, database: str = MIRROR_DB) -> str:
     return dsn
 
 
-def copy_crm(crm_dsn: str, dsn: str) -> dict[str, int]:
-    """Every entity's CRM rows into the mirror's staging tables; rows copied per entity."""
+def copy_crm(crm_dsn: str, dsn: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """Every entity's CRM rows (but those of `skip`) into the mirror's staging tables; rows copied
+    per entity."""
     copied = {}
     with psycopg.connect(crm_dsn) as crm, psycopg.connect(dsn) as mirror:
         for entity in ENTITIES:
+            if entity.name in skip:
+                continue
             crm_columns = {row[0] for row in crm.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
                 "AND table_name = %s", (entity.name,))}

@@ -282,3 +282,38 @@ def test_an_injected_incident_ranks_first_and_leaves_its_usual_range(day) -> Non
                              "'most_frequent_topics' AND period_start = %s AND member = %s",
                              (catalog_sql.day_of(W)[0], topic)).fetchone()
         assert daily is not None and daily[1] == "above", daily
+
+
+# --- as Dagster runs it ---------------------------------------------------------------------------
+def test_the_dagster_asset_publishes_every_mart_of_a_window_with_its_rules(day) -> None:
+    from dagster import AssetMaterialization, DagsterInstance, materialize
+
+    from hrdv_assets.cdc import STAGED
+    from hrdv_assets.kpi import ALL_KEYS, PUBLICATIONS_KEY, kpi_assets
+    from partitions import key_of, window_of
+    from resources.postgres import PostgresResource
+
+    _, mirror, catalog = day
+    instance = DagsterInstance.ephemeral()
+    key = key_of(datetime.now(timezone.utc) - timedelta(minutes=3))
+    resources = {"hrdv_db": PostgresResource(dsn=mirror)}
+    refused = materialize(kpi_assets, partition_key=key, instance=instance, resources=resources,
+                          raise_on_error=False)
+    assert not refused.success  # staging of the window has not run
+    for name in FACTS:
+        instance.report_runless_asset_event(AssetMaterialization(STAGED[name].staging_key, partition=key))
+    partial = materialize(kpi_assets, partition_key=key, instance=instance, resources=resources,
+                          selection=ALL_KEYS[:2], raise_on_error=False)
+    assert not partial.success, "a selection of some marts of a window must be refused"
+    result = materialize(kpi_assets, partition_key=key, instance=instance, resources=resources)
+    assert result.success
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == set(ALL_KEYS)
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {r.name for r in marts.RULES} and all(c.passed for c in checks)
+    log = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+               if e.asset_key == PUBLICATIONS_KEY)
+    assert log["windows_in_run"].value == 1 and log["window_start"].value == window_of(key).start.isoformat()
+    with psycopg.connect(mirror) as conn:
+        assert conn.execute("SELECT count(*) FROM mart.kpi_publications WHERE window_start = %s",
+                            (window_of(key).start,)).fetchone()[0] == 1
