@@ -168,6 +168,59 @@ def test_every_entity_is_staged_with_its_history(stack) -> None:
     assert all(rows[name] for name in ("customers", "contact_persons", "employees", "interactions",
                                        "work_orders", "queues", "branches", "service_areas")), rows
     assert all(versions[name] > 0 for name in ("customers", "employees")), versions
+    # abandoned contacts and transfers the run made are among them (compared column by column above)
+    with psycopg.connect(settings.hrdv_dsn) as hrdv:
+        abandoned, transferred = hrdv.execute(
+            "SELECT count(*) FILTER (WHERE status = 'abandoned' AND abandoned_at IS NOT NULL), "
+            "count(*) FILTER (WHERE transfer_count > 0) FROM staging.interactions "
+            "WHERE NOT is_deleted AND committed_at >= %s", [since]).fetchone()
+    assert abandoned > 0 and transferred > 0, (abandoned, transferred)
+
+
+ABANDONED_AND_TRANSFERRED = """
+INSERT INTO interactions (id, customer_id, channel_code, region_code, topic_code, queue_code, status,
+                          created_at, updated_at)
+SELECT %(id)s + k, c.id, ch, c.region_code, 'internet.no_link', 'q_' || ch || '_tech', 'new',
+       now() - interval '2 minutes', now() - interval '2 minutes'
+FROM (SELECT id, region_code FROM customers ORDER BY id LIMIT 1) c,
+     (VALUES (0, 'call'), (1, 'chat')) AS x(k, ch)"""
+
+
+def test_abandoned_and_transferred_interactions_reach_the_buffer_and_staging(stack) -> None:
+    """A call abandoned in the queue and a chat answered then transferred twice: every version
+    reaches the buffer with abandoned_at and transfer_count, and staging holds the CRM's rows."""
+    settings, staged = stack, STAGED["interactions"]
+    with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
+        first = conn.execute("SELECT coalesce(max(id), 0) + 100000 FROM interactions").fetchone()[0]
+        conn.execute(ABANDONED_AND_TRANSFERRED, {"id": first})
+        conn.execute("UPDATE interactions SET status = 'abandoned', abandoned_at = now() - interval '1 minute', "
+                     "updated_at = now() WHERE id = %s", [first])
+        chat = first + 1
+        conn.execute("UPDATE interactions SET status = 'in_progress', operator_id = 1, "
+                     "first_response_at = now() - interval '1 minute', updated_at = now() WHERE id = %s", [chat])
+        for queue in ("q_chat_billing", "q_chat"):
+            conn.execute("UPDATE interactions SET queue_code = %s, transfer_count = transfer_count + 1, "
+                         "updated_at = now() WHERE id = %s", [queue, chat])
+    moment = _staged_now(settings, [staged.topic])
+    stage(settings, moment - timedelta(minutes=5), moment + timedelta(minutes=1), entities=[staged])
+    from hrdv import clickhouse
+
+    with clickhouse.session(settings.clickhouse_dsn) as client:
+        versions = client.query(
+            "SELECT id, status, abandoned_at IS NOT NULL, queue_code, transfer_count FROM hrdv.interactions_buffer "
+            "WHERE id IN {ids:Array(Int64)} ORDER BY id, lsn", parameters={"ids": [first, chat]}).result_rows
+    assert [v for v in versions if v[0] == first] == [(first, "new", False, "q_call_tech", 0),
+                                                     (first, "abandoned", True, "q_call_tech", 0)]
+    assert [v[3:] for v in versions if v[0] == chat] == [("q_chat_tech", 0), ("q_chat_tech", 0),
+                                                         ("q_chat_billing", 1), ("q_chat", 2)]
+    columns = "id, status, abandoned_at, operator_id, first_response_at, closed_at, queue_code, transfer_count"
+    with psycopg.connect(settings.crm_dsn) as crm, psycopg.connect(settings.hrdv_dsn) as hrdv:
+        source = crm.execute(f"SELECT {columns} FROM interactions WHERE id IN (%s, %s) ORDER BY id",
+                             [first, chat]).fetchall()
+        assert hrdv.execute(f"SELECT {columns} FROM staging.interactions WHERE id IN (%s, %s) ORDER BY id",
+                            [first, chat]).fetchall() == source
+    assert source[0][1:4] == ("abandoned", source[0][2], None) and source[0][2] is not None
+    assert source[1][6:] == ("q_chat", 2)
 
 
 WORK_ORDER_SQL = """
