@@ -18,7 +18,7 @@ from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
 from hrdv import generator
 from hrdv.cli import _spawn_python
-from hrdv.definitions import WINDOWED, defs
+from hrdv.definitions import KPI_KEYS, WINDOWED, defs
 from hrdv.stack import process
 from hrdv_assets.interactions import MART_KEY
 from partitions import WINDOW, key_of, reporting_windows, window_of
@@ -48,7 +48,7 @@ def test_sensor_waits_for_the_buffer_then_requests_each_closed_window(stack) -> 
             if key in dying:
                 dying.discard(key)
                 continue
-            for asset_key in (*WINDOWED, MART_KEY):  # what the sensor's job materialises
+            for asset_key in (*WINDOWED, MART_KEY, *KPI_KEYS):  # what the sensor's job materialises
                 instance.report_runless_asset_event(AssetMaterialization(asset_key, partition=key))
         return keys, result.skip_reason
 
