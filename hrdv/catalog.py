@@ -235,6 +235,7 @@ class Base(Strict):
     filter: str | None = None
     dimensions: dict[str, str]
     refresh_minutes: int = Field(default=60, ge=0)  # recounted by a publication when older
+    joins: str | None = None  # SQL after FROM staging.<entity> AS c, e.g. a LEFT JOIN of regions
 
 
 class BasesFile(Strict):
