@@ -34,7 +34,10 @@ from dagster import DagsterInstance, materialize  # noqa: E402
 from hrdv.definitions import ASSETS, KPI_KEYS, WINDOWED, defs  # noqa: E402
 from hrdv_assets.cdc import STAGED  # noqa: E402
 from hrdv_assets.interactions import MART_KEY  # noqa: E402
-from partitions import reporting_windows, window_of  # noqa: E402
+from dagster import PartitionKeyRange  # noqa: E402
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+
+from partitions import WINDOW, key_of, reporting_windows, window_of  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
 
 # Parameters are bound client-side, so the modulo operator is written %%.
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--interactions-only", action="store_true")
     args = parser.parse_args()
+    stack_started = datetime.now(timezone.utc)
     settings = fresh_stack(customers=5000, dagster=False)
     try:
         key = current_window_with_room(seconds=30)
@@ -150,11 +154,20 @@ def main() -> None:
               f"all in the buffer {wait_until_buffered(settings):.1f} s later")
         time.sleep(max(0.0, (window_of(key).end - datetime.now(timezone.utc)).total_seconds() + 1))
         resources = dict(defs.resources)
+        # Staging as the sensor leaves it before the window: the snapshot's windows staged (the
+        # reference rows every mart's dimensions must find), untimed.
+        before = reporting_windows.get_partition_keys_in_range(PartitionKeyRange(
+            key_of(stack_started), reporting_windows.get_partition_key_for_timestamp(
+                (window_of(key).start - WINDOW).timestamp())))
+        materialize(ASSETS, instance=DagsterInstance.ephemeral(), resources=resources, selection=WINDOWED,
+                    tags={ASSET_PARTITION_RANGE_START_TAG: before[0], ASSET_PARTITION_RANGE_END_TAG: before[-1]})
+        print(f"staged the {len(before)} window(s) before it (the CRM's snapshot)")
         timings = []
         for run in range(1, args.runs + 1):
             with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
-                tables = [f"staging.{name}" for name in STAGED] + [
-                    f"staging.{s.name}_history" for s in STAGED.values() if s.history_key]
+                # Every run does the window's work again: the facts and the marts emptied (the
+                # window's changes to reference rows are upserted again, as no-ops after run 1).
+                tables = [f"staging.{name}" for name in ("interactions", "work_orders", "claims", "operator_states")]
                 marts = [row[0] for row in conn.execute(
                     "SELECT 'mart.' || tablename FROM pg_tables WHERE schemaname = 'mart'")]
                 conn.execute(f"TRUNCATE {', '.join(tables + marts)}")
@@ -165,7 +178,8 @@ def main() -> None:
             timings.append(time.monotonic() - began)
             rows = {e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
                     for e in result.get_asset_materialization_events()
-                    if e.materialization.metadata["dagster/row_count"].value}
+                    if "dagster/row_count" in e.materialization.metadata
+                    and e.materialization.metadata["dagster/row_count"].value}
             staging = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                            if "run_duration_s" in e.materialization.metadata)
             kpi = next(e.materialization.metadata for e in result.get_asset_materialization_events()
