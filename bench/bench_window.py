@@ -34,7 +34,6 @@ from dagster import DagsterInstance, materialize  # noqa: E402
 from hrdv.definitions import ASSETS, KPI_KEYS, WINDOWED, defs  # noqa: E402
 from hrdv_assets.cdc import STAGED  # noqa: E402
 from hrdv_assets.interactions import MART_KEY  # noqa: E402
-from dagster import PartitionKeyRange  # noqa: E402
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
 
 from partitions import WINDOW, key_of, reporting_windows, window_of  # noqa: E402
@@ -156,12 +155,12 @@ def main() -> None:
         resources = dict(defs.resources)
         # Staging as the sensor leaves it before the window: the snapshot's windows staged (the
         # reference rows every mart's dimensions must find), untimed.
-        before = reporting_windows.get_partition_keys_in_range(PartitionKeyRange(
-            key_of(stack_started), reporting_windows.get_partition_key_for_timestamp(
-                (window_of(key).start - WINDOW).timestamp())))
-        materialize(ASSETS, instance=DagsterInstance.ephemeral(), resources=resources, selection=WINDOWED,
-                    tags={ASSET_PARTITION_RANGE_START_TAG: before[0], ASSET_PARTITION_RANGE_END_TAG: before[-1]})
-        print(f"staged the {len(before)} window(s) before it (the CRM's snapshot)")
+        first = key_of(stack_started)
+        if first < key:  # else the snapshot is in the window itself, and the first run stages it
+            last = reporting_windows.get_partition_key_for_timestamp((window_of(key).start - WINDOW).timestamp())
+            materialize(ASSETS, instance=DagsterInstance.ephemeral(), resources=resources, selection=WINDOWED,
+                        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+            print(f"staged the windows {first}..{last} before it (the CRM's snapshot)")
         timings = []
         for run in range(1, args.runs + 1):
             with psycopg.connect(settings.hrdv_admin_dsn, autocommit=True) as conn:
