@@ -59,12 +59,13 @@ def stage_since(settings: Settings, since: datetime) -> None:
     stage(settings, since - timedelta(minutes=1), datetime.now(timezone.utc) + timedelta(minutes=1))
 
 
-def backfill(instance: DagsterInstance, first_key: str, last_key: str):
-    """Staging and marts of the windows first_key..last_key in one run; asserts it succeeded and
-    returns Dagster's result."""
+def backfill(instance: DagsterInstance, first_key: str, last_key: str, kpi: bool = False):
+    """Staging and the interaction mart (with kpi: every KPI mart too) of the windows
+    first_key..last_key in one run; asserts it succeeded and returns Dagster's result. The KPI
+    marts need every earlier window staged: their rules refuse dimension values staging lacks."""
     result = materialize(
         ASSETS, instance=instance, resources=resources(),
-        selection=[*WINDOWED, MART_KEY, *KPI_KEYS],
+        selection=[*WINDOWED, MART_KEY, *(KPI_KEYS if kpi else [])],
         tags={ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key},
     )
     assert result.success, f"backfill {first_key}...{last_key} failed"

@@ -173,7 +173,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     assert_same(mart_rows(settings, first, end), expected)
 
     # A single-run backfill over all the windows gives the same.
-    backfill(instance, keys[0], keys[-1])
+    backfill(instance, keys[0], keys[-1], kpi=True)
     assert_same(mart_rows(settings, first, end), expected)
     with psycopg.connect(settings.crm_dsn) as conn:
         deleted = assert_staging_equals(settings, crm_rows(conn))
