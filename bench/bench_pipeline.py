@@ -8,6 +8,7 @@ in phases of --seconds at --rate changes/s and prints, per phase and as the medi
 - commit -> ClickHouse buffer: ingested_at - committed_at of every change of every topic (p50, p95);
 - window end -> staged: loaded_at of every entity's staged row - the end of its commit's window;
 - window end -> mart published: published_at - window_end of every mart row;
+- window end -> every KPI mart published: their commit (mart.kpi_publications) - window_end;
 - commit -> mart: published_at of an interaction's window - its creation (p50, p95);
 - resident memory of each component at rest and under load (max of samples).
 Windows are 1 minute by default here (HRDV_WINDOW_MINUTES) so the sensor-driven path is measured
@@ -92,11 +93,20 @@ def mart_latencies(settings, since: datetime, until: datetime) -> tuple[list[flo
     return [r[0] for r in published], [r[0] for r in per_interaction]
 
 
+def kpi_latencies(settings, since: datetime, until: datetime) -> list[float]:
+    """Window end -> every KPI mart of the window published (they commit together)."""
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT extract(epoch FROM published_at - window_end)::float FROM mart.kpi_publications "
+            "WHERE window_end > %s AND window_end <= %s", (since, until))]
+
+
 def wait_for_mart(settings, until: datetime, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(settings.hrdv_dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            latest = conn.execute("SELECT max(window_end) FROM mart.interaction_kpi").fetchone()[0]
+            latest = conn.execute("SELECT least((SELECT max(window_end) FROM mart.interaction_kpi), "
+                                  "(SELECT max(window_end) FROM mart.kpi_publications))").fetchone()[0]
             if latest and latest >= until:
                 return
             time.sleep(2)
@@ -147,12 +157,14 @@ def main() -> None:
             buffer = buffer_latencies(settings, since, until)
             published, commit_to_mart = mart_latencies(settings, since, window_edge)
             staged = staged_latencies(settings, since, window_edge)
+            kpi = kpi_latencies(settings, since, window_edge)
             print(f"phase {phase}: commit -> buffer        {fmt(buffer)}  (all {len(ENTITIES)} topics)")
             print(f"phase {phase}: window end -> staged    {fmt(staged)}  (every entity)")
             print(f"phase {phase}: window end -> published {fmt(published)}")
+            print(f"phase {phase}: window end -> KPI marts {fmt(kpi)}  (every family and grain, one commit)")
             print(f"phase {phase}: commit -> mart          {fmt(commit_to_mart)}")
             for key, values in (("buffer", buffer), ("staged", staged), ("publish", published),
-                                ("mart", commit_to_mart)):
+                                ("kpi_marts", kpi), ("mart", commit_to_mart)):
                 summary[f"{key}_p50"].append(percentile(values, 0.5))
                 summary[f"{key}_p95"].append(percentile(values, 0.95))
         print(f"\nmedian of {args.phases} phases at {args.rate:.0f} changes/s, {settings.window_minutes}-minute windows:")

@@ -116,6 +116,9 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
         began = time.perf_counter()
         results = check(cur, catalog, periods, window)
         timings["rules_s"] = round(time.perf_counter() - began, 3)
+        # When readers see it: just before the caller's commit, not the transaction's start.
+        cur.execute("UPDATE mart.kpi_publications SET published_at = clock_timestamp() "
+                    "WHERE window_start = ANY (%(starts)s::timestamptz[])", periods["window"])
     return Publication(list(starts), rows, series, timings, results)
 
 
