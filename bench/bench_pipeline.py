@@ -134,9 +134,9 @@ def main() -> None:
     try:
         time.sleep(20)  # let start-up settle before measuring rest
         at_rest = rss_by_component(settings)
-        summary: dict[str, list[float]] = {"buffer_p50": [], "buffer_p95": [], "staged_p50": [],
-                                           "staged_p95": [], "publish_p50": [],
-                                           "publish_p95": [], "mart_p50": [], "mart_p95": []}
+        summary: dict[str, list[float]] = {f"{key}_{p}": [] for key in ("buffer", "staged", "publish",
+                                                                         "kpi_marts", "mart")
+                                           for p in ("p50", "p95")}
         under_load: dict[str, float] = {}
         for phase in range(1, args.phases + 1):
             since = datetime.now(timezone.utc)
