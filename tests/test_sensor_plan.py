@@ -16,7 +16,8 @@ from sensors.kafka_lag import (
 )
 
 TOPIC = "crm.public.interactions"
-T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+# Half an hour of windows after the first partition (conftest: it starts one to two hours ago).
+T0 = reporting_windows.start.astimezone(timezone.utc) + timedelta(minutes=30)
 ALL_BEFORE_T0 = set(reporting_windows.get_partition_keys(current_time=T0))
 
 
