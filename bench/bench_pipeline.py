@@ -13,6 +13,11 @@ in phases of --seconds at --rate changes/s and prints, per phase and as the medi
 - resident memory of each component at rest and under load (max of samples).
 Windows are 1 minute by default here (HRDV_WINDOW_MINUTES) so the sensor-driven path is measured
 in minutes; with 15-minute windows, commit -> mart grows by the wait for the window to close.
+The sensor's first tick publishes every window since HRDV_PARTITIONS_START (default: today 00:00
+UTC, up to 1 500 one-minute windows late in the day, which takes longer than the wait here); for the
+steady state, start the partitions at the current hour:
+
+    HRDV_PARTITIONS_START=$(TZ=Europe/Moscow date +%Y-%m-%d-%H:00) .venv/bin/python bench/bench_pipeline.py --rate 1000
 """
 from __future__ import annotations
 
