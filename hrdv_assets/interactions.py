@@ -21,11 +21,9 @@ from dagster import (
     AssetMaterialization,
     AssetSpec,
     BackfillPolicy,
-    Config,
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
-    PartitionKeyRange,
     TableColumn,
     TableSchema,
     multi_asset,
@@ -36,10 +34,12 @@ from hrdv.sql import sql_text
 from hrdv_assets.cdc import OWNERS, STAGED
 from hrdv_assets.windows import (
     PASSING_FAILURES,
-    closed_keys,
+    RecomputeConfig,
+    keys_to_recompute,
     now_utc,
     refuse,
     requested_keys,
+    unstaged_keys,
     window_text,
 )
 from partitions import WINDOW, key_of, reporting_windows, window_of
@@ -196,13 +196,6 @@ def publish_interaction_kpi(db: PostgresResource, keys: Sequence[str]) -> Publis
     return published
 
 
-def _unstaged(context: AssetExecutionContext | OpExecutionContext, keys: Sequence[str],
-              staging_key: AssetKey) -> list[str]:
-    """Keys whose staging has never been materialised: their mart would not be final."""
-    staged = context.instance.get_materialized_partitions(staging_key)
-    return [key for key in keys if key not in staged]
-
-
 def _fail_if_rejected(context, published: Published) -> None:
     if not published.passed:
         failed = sorted({f"{c.partition}: {c.check_name}" for c in published.checks if not c.passed})
@@ -235,7 +228,7 @@ def _fail_if_rejected(context, published: Published) -> None:
 )
 def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iterator:
     keys = requested_keys(context)
-    unstaged = _unstaged(context, keys, INTERACTIONS.staging_key)
+    unstaged = unstaged_keys(context, keys, INTERACTIONS.staging_key)
     if unstaged:
         raise refuse(f"staging of {len(unstaged)} window(s) has not run ({unstaged[:5]}...): their "
                      f"{MART_TABLE} would not be final; materialise staging too")
@@ -249,12 +242,6 @@ def mart_interaction_kpi(context: AssetExecutionContext, hrdv_db: PostgresResour
     yield MaterializeResult(asset_key=MART_KEY)
 
 
-class RecomputeConfig(Config):
-    """The windows whose mart later changes made stale: partition keys, in any order."""
-
-    windows: list[str]
-
-
 @op(
     name="recompute_interaction_kpi",
     description=(f"Recomputes {MART_TABLE} for exactly the listed windows (late changes), in one "
@@ -265,13 +252,7 @@ class RecomputeConfig(Config):
 )
 def recompute_interaction_kpi(context: OpExecutionContext, config: RecomputeConfig,
                               hrdv_db: PostgresResource) -> Iterator:
-    keys = sorted(set(config.windows))
-    for key in keys:  # every key must be a closed window, as on every other route
-        closed_keys(PartitionKeyRange(key, key))
-    unstaged = set(_unstaged(context, keys, INTERACTIONS.staging_key))
-    if unstaged:  # their own window run publishes them once staging has run
-        context.log.info(f"skipping {len(unstaged)} window(s) staging has not reached: {sorted(unstaged)[:10]}")
-    keys = [key for key in keys if key not in unstaged]
+    keys = keys_to_recompute(context, config, INTERACTIONS.staging_key)
     if not keys:
         return
     published = publish_interaction_kpi(hrdv_db, keys)

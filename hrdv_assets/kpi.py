@@ -21,11 +21,9 @@ from dagster import (
     AssetMaterialization,
     AssetSpec,
     BackfillPolicy,
-    Config,
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
-    PartitionKeyRange,
     TableColumn,
     TableSchema,
     multi_asset,
@@ -37,7 +35,16 @@ from hrdv import catalog_sql, marts
 from hrdv.catalog import Family
 from hrdv_assets.cdc import OWNERS, STAGED
 from hrdv_assets.interactions import MART_POOL
-from hrdv_assets.windows import PASSING_FAILURES, closed_keys, now_utc, refuse, requested_keys, window_text
+from hrdv_assets.windows import (
+    PASSING_FAILURES,
+    RecomputeConfig,
+    keys_to_recompute,
+    now_utc,
+    refuse,
+    requested_keys,
+    unstaged_keys,
+    window_text,
+)
 from partitions import WINDOW, reporting_windows, window_of
 from resources.postgres import PostgresResource
 
@@ -199,11 +206,6 @@ def _per_window(conn: psycopg.Connection, keys: Sequence[str]) -> dict[tuple[str
     return out
 
 
-def _unstaged(context, keys: Sequence[str]) -> list[str]:
-    staged = context.instance.get_materialized_partitions(STAGED[FACTS[0]].staging_key)
-    return [key for key in keys if key not in staged]
-
-
 def _fail_if_rejected(context, published: Published) -> None:
     if not published.passed:
         context.log.error("KPI publication rules failed, rolled back, nothing published:\n"
@@ -224,8 +226,8 @@ def _fail_if_rejected(context, published: Published) -> None:
                metadata={"dagster/table_name": "hrdv.mart.kpi_publications"})],
     check_specs=CHECKS,
     backfill_policy=BackfillPolicy.single_run(),
-    # Subsettable only so that check results can be reported per window (as evaluations); a
-    # selection of some of the marts is refused below: a window's marts are published together.
+    # Subsettable only so that the rules' results can be yielded as evaluations; a selection of
+    # some of the marts is refused below: a window's marts are published together.
     can_subset=True,
     pool=MART_POOL,
     retry_policy=PASSING_FAILURES,
@@ -236,7 +238,7 @@ def kpi_marts(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iter
         raise refuse(f"the KPI marts of a window are published together: select all {len(ALL_KEYS)} of them "
                      f"(missing {sorted(k.to_user_string() for k in missing)[:5]}...), or none")
     keys = requested_keys(context)
-    unstaged = _unstaged(context, keys)
+    unstaged = unstaged_keys(context, keys, STAGED[FACTS[0]].staging_key)
     if unstaged:
         raise refuse(f"staging of {len(unstaged)} window(s) has not run ({unstaged[:5]}...): their KPI "
                      "marts would not be final; materialise staging too")
@@ -250,12 +252,6 @@ def kpi_marts(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iter
         yield MaterializeResult(asset_key=asset_key)
 
 
-class RecomputeConfig(Config):
-    """The windows whose KPI marts later changes made stale: partition keys, in any order."""
-
-    windows: list[str]
-
-
 @op(
     name="recompute_kpi_marts",
     description=("Recomputes every KPI mart (windows and the hours and days holding them) for exactly "
@@ -266,13 +262,7 @@ class RecomputeConfig(Config):
 )
 def recompute_kpi_marts(context: OpExecutionContext, config: RecomputeConfig,
                         hrdv_db: PostgresResource) -> Iterator:
-    keys = sorted(set(config.windows))
-    for key in keys:
-        closed_keys(PartitionKeyRange(key, key))
-    unstaged = set(_unstaged(context, keys))
-    if unstaged:
-        context.log.info(f"skipping {len(unstaged)} window(s) staging has not reached: {sorted(unstaged)[:10]}")
-    keys = [key for key in keys if key not in unstaged]
+    keys = keys_to_recompute(context, config, STAGED[FACTS[0]].staging_key)
     if not keys:
         return
     published = publish_kpi_marts(hrdv_db, keys, context.run_id)

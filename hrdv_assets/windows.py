@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
+from collections.abc import Sequence
+
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     Backoff,
+    Config,
     Failure,
     MetadataValue,
     OpExecutionContext,
@@ -64,6 +68,31 @@ def closed_keys(asked: PartitionKeyRange, now: datetime | None = None) -> list[s
     if first.start > last.start:
         raise refuse(f"partition range {asked.start!r}..{asked.end!r} is empty: its start is after its end")
     return reporting_windows.get_partition_keys_in_range(asked)
+
+
+def unstaged_keys(context: AssetExecutionContext | OpExecutionContext, keys: Sequence[str],
+                  staging_key: AssetKey) -> list[str]:
+    """Keys whose staging has never been materialised: a mart of them would not be final."""
+    staged = context.instance.get_materialized_partitions(staging_key)
+    return [key for key in keys if key not in staged]
+
+
+class RecomputeConfig(Config):
+    """The windows whose marts later changes made stale: partition keys, in any order."""
+
+    windows: list[str]
+
+
+def keys_to_recompute(context: OpExecutionContext, config: RecomputeConfig, staging_key: AssetKey) -> list[str]:
+    """A late-change recompute's windows: each must be a closed window, as on every other route;
+    those staging has not reached yet are skipped (their own window run publishes them)."""
+    keys = sorted(set(config.windows))
+    for key in keys:
+        closed_keys(PartitionKeyRange(key, key))
+    unstaged = set(unstaged_keys(context, keys, staging_key))
+    if unstaged:
+        context.log.info(f"skipping {len(unstaged)} window(s) staging has not reached: {sorted(unstaged)[:10]}")
+    return [key for key in keys if key not in unstaged]
 
 
 def require_complete(kafka: KafkaResource, topics: list[str], last_key: str) -> str:
