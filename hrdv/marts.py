@@ -59,10 +59,14 @@ class RuleResult:
 @dataclass
 class Publication:
     windows: list[datetime]
-    rows: dict[str, int]  # table -> rows of the run's periods
-    series: dict[str, int]  # table -> distinct indicator x dimension set among them
+    figures: dict[str, dict[datetime, tuple[int, int]]]  # table -> period -> rows, series (indicator x set)
     timings: dict[str, float]
     results: list[RuleResult]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows of the run's periods, per table."""
+        return {table: sum(rows for rows, _ in periods.values()) for table, periods in self.figures.items()}
 
     @property
     def passed(self) -> bool:
@@ -112,14 +116,14 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
                 if rows_kinds:
                     _execute(cur, cs.compute_sql(catalog, family, grain, rows_kinds), periods[grain])
                 timings[f"{family.name}_{grain}_s"] = round(time.perf_counter() - began, 3)
-        rows, series = _figures(cur, catalog, periods)
+        figures = _figures(cur, catalog, periods)
         began = time.perf_counter()
         results = check(cur, catalog, periods, window)
         timings["rules_s"] = round(time.perf_counter() - began, 3)
         # When readers see it: just before the caller's commit, not the transaction's start.
         cur.execute("UPDATE mart.kpi_publications SET published_at = clock_timestamp() "
                     "WHERE window_start = ANY (%(starts)s::timestamptz[])", periods["window"])
-    return Publication(list(starts), rows, series, timings, results)
+    return Publication(list(starts), figures, timings, results)
 
 
 def refresh_bases(cur: psycopg.Cursor, catalog: Catalog, force: bool = False) -> list[str]:
@@ -136,16 +140,16 @@ def refresh_bases(cur: psycopg.Cursor, catalog: Catalog, force: bool = False) ->
     return refreshed
 
 
-def _figures(cur: psycopg.Cursor, catalog: Catalog, periods: dict) -> tuple[dict[str, int], dict[str, int]]:
-    rows, series = {}, {}
+def _figures(cur: psycopg.Cursor, catalog: Catalog, periods: dict) -> dict[str, dict[datetime, tuple[int, int]]]:
+    """Rows and series (indicator x dimension set) of each period the run wrote, per table."""
+    figures = {}
     for family in catalog.families.values():
         for grain in cs.GRAINS:
             name = cs.table(family, grain)
-            n, distinct = cur.execute(
-                f"SELECT count(*), count(DISTINCT (indicator, dimension_set)) FROM {name} "
-                "WHERE period_start = ANY (%(starts)s::timestamptz[])", periods[grain]).fetchone()
-            rows[name], series[name] = n, distinct
-    return rows, series
+            figures[name] = {row[0]: (row[1], row[2]) for row in cur.execute(
+                f"SELECT period_start, count(*), count(DISTINCT (indicator, dimension_set)) FROM {name} "
+                "WHERE period_start = ANY (%(starts)s::timestamptz[]) GROUP BY 1", periods[grain])}
+    return figures
 
 
 # --- the rules -------------------------------------------------------------------------------------
