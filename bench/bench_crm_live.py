@@ -18,7 +18,6 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from psycopg import sql
 
 from hrdv.crm import behaviour as bh
 from hrdv.crm import bulk_load, live, reference
@@ -33,27 +32,17 @@ def _settings() -> Settings:
                                pg_password="hrdv-bench-crm")
 
 
-def _recreate(settings: Settings, name: str, template: str | None = None) -> str:
-    with postgres.admin_connect(settings) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        query = sql.SQL("CREATE DATABASE {} OWNER {}") if template is None else sql.SQL(
-            "CREATE DATABASE {} OWNER {} TEMPLATE {}")
-        admin.execute(query.format(sql.Identifier(name), sql.Identifier(settings.pg_user),
-                                   *([sql.Identifier(template)] if template else [])))
-    return settings.pg_dsn(name)
-
-
 def _seed(settings: Settings, customers: int) -> None:
     import psycopg
 
-    dsn = _recreate(settings, TEMPLATE)
+    dsn = postgres.recreate_database(settings, TEMPLATE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
     bulk_load.load(dsn, customers=customers, seed=1, history_days=1, jobs=2, progress=False)
 
 
 def _run(settings: Settings, rate: float, duration: float, behaviour: bh.Behaviour) -> live.Stats:
-    dsn = _recreate(settings, "crm_bench_run", TEMPLATE)
+    dsn = postgres.recreate_database(settings, "crm_bench_run", TEMPLATE)
     return live.run_live(dsn, rate=rate, duration=duration, seed=1, behaviour=behaviour,
                          progress_every=3600)
 

@@ -66,10 +66,7 @@ def main() -> None:
 def run(settings, args) -> None:
     day_start = (datetime.now(timezone.utc) - timedelta(days=2)).replace(hour=21, minute=0, second=0, microsecond=0)
     day = (day_start + timedelta(hours=3)).date()
-    with postgres.admin_connect(settings) as admin:
-        admin.execute("DROP DATABASE IF EXISTS bench_crm WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE bench_crm OWNER {settings.pg_user}")
-    crm = settings.pg_dsn("bench_crm")
+    crm = postgres.recreate_database(settings, "bench_crm")
     with psycopg.connect(crm, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
     began = time.perf_counter()
@@ -77,7 +74,7 @@ def run(settings, args) -> None:
     stats = live.run_replay(crm, day, speedup=math.inf, seed=2, progress_every=60)
     print(f"CRM: {args.customers} customers, {args.history_days} days of history, the day replayed: "
           f"{stats.changes} changes ({time.perf_counter() - began:.0f} s to build)")
-    mirror = create(settings.pg_dsn("postgres"), "bench_mirror")
+    mirror = create(settings, "bench_mirror")
     copied = copy_crm(crm, mirror, skip=("contact_persons",))  # no mart reads them
     print(f"staging-shaped copy: {copied}")
     catalog = kpi_catalog.load()

@@ -8,24 +8,19 @@ attributes, which equals the pipeline's history when no reference row changed me
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hrdv import entity_sql
 from hrdv.entities import ENTITIES
+from hrdv.settings import Settings
+from hrdv.stack import postgres
 
 MIRROR_DB = "crm_mirror"
 
 
-def mirror_dsn(admin_dsn: str, database: str = MIRROR_DB) -> str:
-    return make_conninfo(**{**conninfo_to_dict(admin_dsn), "dbname": database})
-
-
-def create(admin_dsn: str, database: str = MIRROR_DB) -> str:
-    """A fresh, empty database `database` with the staging and mart schemas; returns its DSN."""
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {database}")
-    dsn = mirror_dsn(admin_dsn, database)
+def create(settings: Settings, database: str = MIRROR_DB) -> str:
+    """A fresh, empty database `database` in the settings' cluster with the staging and mart
+    schemas; returns its DSN."""
+    dsn = postgres.recreate_database(settings, database)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA staging; CREATE SCHEMA mart;")
         for _, statement in entity_sql.staging_ddl():

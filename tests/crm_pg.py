@@ -52,11 +52,7 @@ def _tiny_seed(conn: psycopg.Connection) -> None:
 def build_seed(settings: Settings) -> None:
     from hrdv.stack import postgres
 
-    with postgres.admin_connect(settings) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SEED_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(SEED_DB), sql.Identifier(settings.pg_user)))
-    dsn = settings.pg_dsn(SEED_DB)
+    dsn = postgres.recreate_database(settings, SEED_DB)
     with psycopg.connect(dsn, autocommit=True) as conn:
         from hrdv.crm import reference
 
@@ -77,11 +73,7 @@ def copy_seed(settings: Settings, name: str) -> str:
     """A fresh copy of the seed database named `name` (replacing any); returns its DSN."""
     from hrdv.stack import postgres
 
-    with postgres.admin_connect(settings) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
-            sql.Identifier(name), sql.Identifier(SEED_DB), sql.Identifier(settings.pg_user)))
-    return settings.pg_dsn(name)
+    return postgres.recreate_database(settings, name, template=SEED_DB)
 
 
 def drop_database(settings: Settings, name: str) -> None:

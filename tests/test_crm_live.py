@@ -432,10 +432,7 @@ def test_reference_changes_on_a_crm_with_customers_only(crm_cluster) -> None:
     from hrdv.crm import reference
     from hrdv.stack import postgres
 
-    with postgres.admin_connect(crm_cluster) as admin:
-        admin.execute("DROP DATABASE IF EXISTS crm_customers_only WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE crm_customers_only OWNER {crm_cluster.pg_user}")
-    dsn = crm_cluster.pg_dsn("crm_customers_only")
+    dsn = postgres.recreate_database(crm_cluster, "crm_customers_only")
     with psycopg.connect(dsn, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
         generator.seed_customers(conn, 300)

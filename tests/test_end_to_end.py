@@ -187,7 +187,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
 
 def assert_kpi_marts_equal_the_crm_copy(settings, keys: list[str]) -> None:
     starts = [window_of(key).start for key in keys]
-    mirror = crm_mirror.create(settings.hrdv_admin_dsn, "kpi_e2e_mirror")
+    mirror = crm_mirror.create(settings, "kpi_e2e_mirror")
     crm_mirror.copy_crm(settings.crm_dsn, mirror)
     catalog = default_catalog()
     with psycopg.connect(mirror) as conn:

@@ -47,15 +47,12 @@ def day(crm_postgres):
     from hrdv.crm import bulk_load, live, reference
     from hrdv.stack import postgres
 
-    with postgres.admin_connect(crm_postgres) as admin:
-        admin.execute("DROP DATABASE IF EXISTS kpi_crm WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE kpi_crm OWNER {crm_postgres.pg_user}")
-    crm = crm_postgres.pg_dsn("kpi_crm")
+    crm = postgres.recreate_database(crm_postgres, "kpi_crm")
     with psycopg.connect(crm, autocommit=True) as conn:
         reference.apply_schema_and_reference(conn)
     bulk_load.load(crm, customers=CUSTOMERS, seed=21, history_days=2, jobs=1, progress=False, as_of=DAY_START)
     stats = live.run_replay(crm, DAY, speedup=math.inf, seed=22, progress_every=1e9, behaviour=BEHAVIOUR)
-    mirror = create(crm_postgres.pg_dsn("postgres"), "kpi_mirror")
+    mirror = create(crm_postgres, "kpi_mirror")
     copy_crm(crm, mirror)
     catalog = kpi_catalog.load()
     with psycopg.connect(mirror) as conn:

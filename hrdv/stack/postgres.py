@@ -189,6 +189,18 @@ def admin_connect(settings: Settings, dbname: str = "postgres") -> psycopg.Conne
                            user="postgres", dbname=dbname, autocommit=True)
 
 
+def recreate_database(settings: Settings, name: str, template: str | None = None) -> str:
+    """Drop database `name` (its sessions ended) and create it anew, owned by the owner login,
+    empty or as a copy of `template`; returns its DSN (tests, benches, scratch databases)."""
+    with admin_connect(settings) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(settings.pg_user))
+        if template is not None:
+            create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+        admin.execute(create)
+    return settings.pg_dsn(name)
+
+
 def bootstrap(settings: Settings) -> None:
     """Roles, databases, CRM schema and Debezium's grants. Safe to run again: every step checks
     or uses IF NOT EXISTS, and the passwords are re-set so they always match the settings."""
