@@ -99,6 +99,14 @@ def _open_at(rows: pd.DataFrame, moment: datetime, begins: str, ends: list[str])
     return rows[still]
 
 
+def _open_at_each_end(rows: pd.DataFrame, dims, periods, begins: str, ends: list[str]) -> dict[tuple, float]:
+    """How many rows are open at the end of each period, grouped by `dims`."""
+    out = {}
+    for start, end in periods:
+        out |= _by(_open_at(rows, end, begins, ends), dims, start, len)
+    return out
+
+
 # --- interactions ------------------------------------------------------------------------------------
 def contacts_received(crm: Crm, dims, periods):
     return _group(crm.interactions, dims, periods, "created_at", len)
@@ -156,10 +164,7 @@ def contacts_per_10k_customers(crm: Crm, dims, periods):
 
 
 def backlog_open(crm: Crm, dims, periods):
-    out = {}
-    for start, end in periods:
-        out |= _by(_open_at(crm.interactions, end, "created_at", ["closed_at", "abandoned_at"]), dims, start, len)
-    return out
+    return _open_at_each_end(crm.interactions, dims, periods, "created_at", ["closed_at", "abandoned_at"])
 
 
 def status_distribution(crm: Crm, dims, periods):
@@ -177,17 +182,11 @@ def completed_per_engineer(crm: Crm, dims, periods):
 
 
 def work_order_status_distribution(crm: Crm, dims, periods):
-    out = {}
-    for start, end in periods:
-        out |= _by(_open_at(crm.work_orders, end, "created_at", ["completed_at", "cancelled_at"]), dims, start, len)
-    return out
+    return _open_at_each_end(crm.work_orders, dims, periods, "created_at", ["completed_at", "cancelled_at"])
 
 
 def claim_status_distribution(crm: Crm, dims, periods):
-    out = {}
-    for start, end in periods:
-        out |= _by(_open_at(crm.claims, end, "created_at", ["resolved_at"]), dims, start, len)
-    return out
+    return _open_at_each_end(crm.claims, dims, periods, "created_at", ["resolved_at"])
 
 
 def claims_registered(crm: Crm, dims, periods):
@@ -205,22 +204,24 @@ def _clipped(states: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFra
     return inside
 
 
-def occupancy(crm: Crm, dims, periods):
+def _states_in_each(crm: Crm, dims, periods, states: list[str], aggregate) -> dict[tuple, float]:
+    """The operator states of `states` overlapping each period, clipped to it, grouped by `dims`."""
     out = {}
     for start, end in periods:
         rows = _clipped(crm.states, start, end)
-        rows = rows[rows["operator_state"].isin(["ready", "busy", "after_call_work"])]
-        out |= _by(rows, dims, start, lambda g: g.loc[g["operator_state"].isin(["busy", "after_call_work"]),
-                                                      "seconds"].sum() / g["seconds"].sum())
+        out |= _by(rows[rows["operator_state"].isin(states)], dims, start, aggregate)
     return out
+
+
+def occupancy(crm: Crm, dims, periods):
+    busy = ["busy", "after_call_work"]
+    return _states_in_each(crm, dims, periods, ["ready", *busy], lambda g: g.loc[
+        g["operator_state"].isin(busy), "seconds"].sum() / g["seconds"].sum())
 
 
 def state_hours(crm: Crm, dims, periods):
-    out = {}
-    for start, end in periods:
-        rows = _clipped(crm.states, start, end)
-        out |= _by(rows[rows["operator_state"] != "logged_out"], dims, start, lambda g: g["seconds"].sum() / 3600)
-    return out
+    logged_in = ["logged_in", "ready", "busy", "after_call_work", "break"]  # every state but logged_out
+    return _states_in_each(crm, dims, periods, logged_in, lambda g: g["seconds"].sum() / 3600)
 
 
 # indicator -> (hand computation, the dimension sets it is checked for, family)
