@@ -80,7 +80,7 @@ def grouping_case(dimensions: list[str], sets: list[DimensionSet], prefix: str =
     return f"CASE GROUPING({args}) {' '.join(whens)} END"
 
 
-def _event_condition(event: Event, entity: entities.Entity, catalog: Catalog) -> str:
+def _event_condition(event: Event, catalog: Catalog) -> str:
     if event.shape == "time":
         times = event.times
         branches = []
@@ -226,7 +226,7 @@ def event_scans(catalog: Catalog, family: Family, indicators: list[Indicator] | 
                       for alias in _needed_joins(family, texts))
         scans.append(EventScan(
             name=event_name, source=f"staging.{family.entity.name}",
-            condition=_event_condition(event, family.entity, catalog), joins=joins, dimensions=dimensions,
+            condition=_event_condition(event, catalog), joins=joins, dimensions=dimensions,
             sets=tuple(sets), columns=tuple(columns), aggregates=tuple(aggregates),
             uses_base=any(i.kind == "rate" for i in mine)))
     return scans

@@ -155,21 +155,22 @@ def _figures(cur: psycopg.Cursor, catalog: Catalog, periods: dict) -> dict[str, 
 # --- the rules -------------------------------------------------------------------------------------
 def check(cur: psycopg.Cursor, catalog: Catalog, periods: dict, window) -> list[RuleResult]:
     by_name = {rule.name: rule for rule in RULES}
-    queries: dict[str, list[str]] = {rule.name: [] for rule in RULES if rule.name != "backlog_balances"}
+    # rule -> (grain whose periods the query binds, query) of every family
+    queries: dict[str, list[tuple[str, str]]] = {rule.name: [] for rule in RULES if rule.name != "backlog_balances"}
     for family in catalog.families.values():
         for grain in cs.GRAINS:
-            queries["shares_within_0_1"] += _shares(family, grain)
-            queries["no_negative_values"] += _negatives(family, grain)
-            queries["details_sum_to_totals"] += _details(family, grain)
-            queries["dimension_keys_exist"] += _references(catalog, family, grain)
+            queries["shares_within_0_1"] += [(grain, q) for q in _shares(family, grain)]
+            queries["no_negative_values"] += [(grain, q) for q in _negatives(family, grain)]
+            queries["details_sum_to_totals"] += [(grain, q) for q in _details(family, grain)]
+            queries["dimension_keys_exist"] += [(grain, q) for q in _references(catalog, family, grain)]
         for grain in ("hour", "day"):
-            queries["rollups_match_windows"] += _rollups(family, grain)
+            queries["rollups_match_windows"] += [(grain, q) for q in _rollups(family, grain)]
     results = []
-    for name, sqls in queries.items():
+    for name, grain_queries in queries.items():
         began = time.perf_counter()
         offending, sample = 0, []
-        for sql in sqls:
-            found = _run(cur, sql, periods)
+        for grain, sql in grain_queries:
+            found = _run(cur, sql, periods[grain])
             offending += len(found)
             sample += found[: 20 - len(sample)]
         results.append(RuleResult(by_name[name], offending, sample, round(time.perf_counter() - began, 3)))
@@ -179,16 +180,15 @@ def check(cur: psycopg.Cursor, catalog: Catalog, periods: dict, window) -> list[
     return results
 
 
-def _run(cur: psycopg.Cursor, sql: str, periods: dict) -> list[dict]:
-    grain = sql.split("/*grain:", 1)[1].split("*/", 1)[0]
-    cur.execute(sql, periods[grain])
+def _run(cur: psycopg.Cursor, sql: str, params: dict) -> list[dict]:
+    cur.execute(sql, params)
     names = [c.name for c in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
-def _in_run(grain: str, alias: str = "") -> str:
-    """The rows of the run's periods at `grain` (the marker tells _run which periods to bind)."""
-    return f"/*grain:{grain}*/ {alias}period_start = ANY (%(starts)s::timestamptz[])"
+def _in_run(alias: str = "") -> str:
+    """The rows of the run's periods (bound as %(starts)s)."""
+    return f"{alias}period_start = ANY (%(starts)s::timestamptz[])"
 
 
 def _ids(indicators) -> str:
@@ -200,13 +200,13 @@ def _shares(family: Family, grain: str) -> list[str]:
     if not shares:
         return []
     return [f"SELECT '{cs.table(family, grain)}' AS mart, period_start, indicator, dimension_set, value "
-            f"FROM {cs.table(family, grain)} WHERE {_in_run(grain)} AND indicator = ANY ({_ids(shares)}) "
+            f"FROM {cs.table(family, grain)} WHERE {_in_run()} AND indicator = ANY ({_ids(shares)}) "
             "AND (value < 0 OR value > 1)"]
 
 
 def _negatives(family: Family, grain: str) -> list[str]:
     return [f"SELECT '{cs.table(family, grain)}' AS mart, period_start, indicator, dimension_set, value, "
-            f"numerator, denominator FROM {cs.table(family, grain)} WHERE {_in_run(grain)} "
+            f"numerator, denominator FROM {cs.table(family, grain)} WHERE {_in_run()} "
             "AND (value < 0 OR numerator < 0 OR denominator < 0)"]
 
 
@@ -220,7 +220,7 @@ def _details(family: Family, grain: str) -> list[str]:
     return [f"""SELECT '{mart}' AS mart, d.period_start, d.indicator, d.dimension_set, d.total_of_details,
        t.value AS total
 FROM (SELECT period_start, indicator, dimension_set, sum(value) AS total_of_details
-      FROM {mart} WHERE {_in_run(grain)} AND indicator = ANY ({_ids(additive)}) AND dimension_set <> '{TOTAL}'
+      FROM {mart} WHERE {_in_run()} AND indicator = ANY ({_ids(additive)}) AND dimension_set <> '{TOTAL}'
       GROUP BY 1, 2, 3) AS d
 LEFT JOIN {mart} AS t
   ON t.period_start = d.period_start AND t.indicator = d.indicator AND t.dimension_set = '{TOTAL}'
@@ -236,7 +236,7 @@ def _references(catalog: Catalog, family: Family, grain: str) -> list[str]:
             continue
         key = cs.entities.entity(reference).key
         out.append(f"SELECT DISTINCT '{mart}' AS mart, '{name}' AS dimension, m.{name} AS value "
-                   f"FROM {mart} AS m WHERE {_in_run(grain, 'm.')} AND m.{name} IS NOT NULL AND NOT EXISTS "
+                   f"FROM {mart} AS m WHERE {_in_run('m.')} AND m.{name} IS NOT NULL AND NOT EXISTS "
                    f"(SELECT 1 FROM staging.{reference} AS r WHERE r.{key}::text = m.{name} AND NOT r.is_deleted)")
     return out
 
@@ -253,7 +253,7 @@ def _rollups(family: Family, grain: str) -> list[str]:
     return [f"""SELECT '{mart}' AS mart, coalesce(r.period_start, a.period_start) AS period_start,
        coalesce(r.indicator, a.indicator) AS indicator, coalesce(r.dimension_set, a.dimension_set) AS dimension_set,
        r.value, a.windows
-FROM (SELECT * FROM {mart} WHERE {_in_run(grain)} AND indicator = ANY ({_ids(additive)})) AS r
+FROM (SELECT * FROM {mart} WHERE {_in_run()} AND indicator = ANY ({_ids(additive)})) AS r
 FULL JOIN (
     SELECT p.period_start, {listed}, sum(w.value) AS windows
     FROM unnest(%(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS p (period_start, period_end)

@@ -191,7 +191,7 @@ def _sample(rows: list[dict]) -> str:
 def _period_of(key: str, grain: str) -> datetime:
     """The start of the period of `grain` that window `key`'s partition writes."""
     start = window_of(key).start
-    return {"window": start, "hour": catalog_sql.hour_of(start)[0], "day": catalog_sql.day_of(start)[0]}[grain]
+    return start if grain == "window" else catalog_sql.periods_of(grain, [start])[0][0]
 
 
 def _fail_if_rejected(context, published: Published) -> None:
