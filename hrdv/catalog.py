@@ -91,7 +91,7 @@ class Parameter(Strict):
 class Join(Strict):
     entity: str
     key: str = Field(min_length=1, description="SQL giving the referenced row's key")
-    as_of: bool = False  # the version valid at the event's time, from staging.<entity>_history
+    as_of: bool = False  # the version valid at the family's as_of moment, from staging.<entity>_history
 
     @model_validator(mode="after")
     def _entity_fits(self) -> Join:
@@ -206,6 +206,9 @@ class FamilyFile(Strict):
     description: str = Field(min_length=1)
     owner: str = Field(min_length=1)
     joins: dict[str, Join] = {}
+    # The row's moment whose versions the as_of joins read: one per row, so a contact is reported
+    # under the same customer segment and skill group in every mart it appears in.
+    as_of: str | None = None
     dimensions: dict[str, str]
     dimension_sets: dict[str, list[str]]
     events: dict[str, Event]
@@ -218,6 +221,16 @@ class FamilyFile(Strict):
     def _known_entity(cls, name: str) -> str:
         entities.entity(name)
         return name
+
+    @model_validator(mode="after")
+    def _as_of_column(self) -> FamilyFile:
+        staged = {c.name for c in entities.entity(self.entity).staged}
+        if self.as_of is None and any(join.as_of for join in self.joins.values()):
+            raise ValueError("as_of: give the row's column whose moment the as_of joins read, e.g. created_at")
+        if self.as_of is not None and self.as_of not in staged:
+            raise ValueError(f"as_of: {self.as_of} is not a column of {self.entity} "
+                             f"(columns: {', '.join(sorted(staged))})")
+        return self
 
 
 class DimensionsFile(Strict):

@@ -57,9 +57,9 @@ class Aggregate:
 @dataclass(frozen=True)
 class EventScan:
     name: str
-    source: str  # staging.<entity>
-    condition: str  # which rows of the entity fall into period p
-    joins: tuple[str, ...]
+    condition: str  # which rows of the entity the event may put into any of the periods (indexed)
+    periods: str  # the FROM item (p) giving the periods a row (f) falls into
+    aliases: tuple[str, ...]  # the joins it reads
     dimensions: tuple[tuple[str, str], ...]  # (name, SQL)
     sets: tuple[DimensionSet, ...]
     columns: tuple[Column, ...]
@@ -80,44 +80,72 @@ def grouping_case(dimensions: list[str], sets: list[DimensionSet], prefix: str =
     return f"CASE GROUPING({args}) {' '.join(whens)} END"
 
 
-def _event_condition(event: Event, catalog: Catalog) -> str:
+def _event_condition(event: Event, catalog: Catalog, start: str, end: str) -> str:
+    """Which rows of an event fall between `start` and `end` (SQL): a period's bounds, or the
+    first start and last end of all periods (the index range every period lies in)."""
     if event.shape == "time":
-        times = event.times
         branches = []
-        for i, column in enumerate(times):
-            earlier = "".join(f"f.{c} IS NULL AND " for c in times[:i])
-            branches.append(f"({earlier}f.{column} >= p.period_start AND f.{column} < p.period_end)")
-        return "NOT f.is_deleted AND (" + " OR ".join(branches) + ")"
-    if event.shape == "open":
-        spec = event.open
-        all_null = " AND ".join(f"f.{c} IS NULL" for c in spec.until)
-        each = " AND ".join(f"(f.{c} IS NULL OR f.{c} >= p.period_end)" for c in spec.until)
-        later = " OR ".join(f"f.{c} >= p.period_end" for c in spec.until)
-        # The redundant OR lets the planner combine the open-rows index and the end-time indexes.
-        return (f"NOT f.is_deleted AND f.{spec.from_} < p.period_end AND {each} "
-                f"AND (({all_null}) OR {later})")
+        for i, column in enumerate(event.times):
+            earlier = "".join(f"f.{c} IS NULL AND " for c in event.times[:i])
+            branches.append(f"({earlier}f.{column} >= {start} AND f.{column} < {end})")
+        return " OR ".join(branches)
+    if event.shape == "open":  # the span's GiST index finds them however long the history
+        return f"{open_span(event)} && tstzrange({start}, {end}, '[]')"
     spec = event.overlap
     hours = catalog.parameters["max_state_hours"].value
-    return (f"NOT f.is_deleted AND f.{spec.from_} < p.period_end "
-            f"AND f.{spec.from_} >= p.period_start - interval '{int(hours)} hours' "
-            f"AND (f.{spec.until} IS NULL OR f.{spec.until} > p.period_start)")
+    return (f"f.{spec.from_} < {end} AND f.{spec.from_} >= {start} - interval '{int(hours)} hours' "
+            f"AND (f.{spec.until} IS NULL OR f.{spec.until} > {start})")
 
 
-def _as_of_time(event: Event) -> str:
+def _event_time(event: Event) -> str:
+    """A time event's moment: its column, or the first non-null of its list."""
+    times = [f"f.{t}" for t in event.times]
+    return times[0] if len(times) == 1 else f"coalesce({', '.join(times)})"
+
+
+def _event_periods(event: Event, catalog: Catalog) -> str:
+    """The FROM item p: the periods row f falls into, found in the sorted bounds b (a binary
+    search for a moment, an index range for a span), never by comparing a row with every period."""
+    pick = "SELECT b.starts[i] AS period_start, b.ends[i] AS period_end FROM"
     if event.shape == "time":
-        times = event.times
-        return f"f.{times[0]}" if len(times) == 1 else f"coalesce({', '.join('f.' + t for t in times)})"
-    if event.shape == "open":
-        return "p.period_end"
-    return f"f.{event.overlap.from_}"
+        moment = _event_time(event)
+        return (f"LATERAL ({pick} (SELECT width_bucket({moment}, b.starts) AS i) AS w\n"
+                f"            WHERE i > 0 AND {moment} < b.ends[i]) AS p")
+    if event.shape == "open":  # from < end <= the first of its ends
+        spec = event.open
+        ends = [f"f.{c}" for c in spec.until]
+        end = ends[0] if len(ends) == 1 else f"least({', '.join(ends)})"
+        return (f"LATERAL ({pick} generate_series(width_bucket(f.{spec.from_}, b.ends) + 1,\n"
+                f"            coalesce(width_bucket({end}, b.ends), cardinality(b.ends))) AS i) AS p")
+    spec = event.overlap  # the periods from the first ending after it starts to the last starting before it ends
+    hours = int(catalog.parameters["max_state_hours"].value)
+    return (f"LATERAL ({pick} generate_series(width_bucket(f.{spec.from_}, b.ends) + 1,\n"
+            f"            coalesce(width_bucket(f.{spec.until}, b.starts), cardinality(b.starts))) AS i\n"
+            f"            WHERE (f.{spec.until} IS NULL OR b.starts[i] < f.{spec.until})\n"
+            f"              AND f.{spec.from_} >= b.starts[i] - interval '{hours} hours') AS p")
+
+
+def open_span(event: Event, alias: str = "f.") -> str:
+    """The time an `open` event's row is open, (from, first of its ends], as a range: open at t
+    when it contains t (an end before its start makes it empty, never an error)."""
+    spec = event.open
+    start = f"{alias}{spec.from_}"
+    ends = [f"{alias}{c}" for c in spec.until]
+    end = ends[0] if len(ends) == 1 else f"least({', '.join(ends)})"  # least() skips NULLs
+    return f"tstzrange({start}, CASE WHEN {end} IS NULL THEN NULL ELSE greatest({start}, {end}) END, '(]')"
 
 
 def _join_sql(alias: str, join, as_of: str) -> str:
     referenced = entities.entity(join.entity)
     if join.as_of:
-        return (f"LEFT JOIN LATERAL (\n        SELECT h.* FROM staging.{referenced.name}_history AS h\n"
-                f"        WHERE h.{referenced.key} = {join.key} AND NOT h.is_deleted\n"
-                f"        ORDER BY h.valid_from > {as_of}, abs(extract(epoch FROM h.valid_from - {as_of}))\n"
+        # The version valid then, or the first one for a moment before the history begins: two
+        # index probes (the second only when the first finds nothing), no sort.
+        history, key = f"staging.{referenced.name}_history", f"h.{referenced.key} = {join.key} AND NOT h.is_deleted"
+        return (f"LEFT JOIN LATERAL (\n"
+                f"        (SELECT h.* FROM {history} AS h WHERE {key} AND h.valid_from <= {as_of}\n"
+                f"         ORDER BY h.valid_from DESC LIMIT 1)\n"
+                f"        UNION ALL\n"
+                f"        (SELECT h.* FROM {history} AS h WHERE {key} ORDER BY h.valid_from LIMIT 1)\n"
                 f"        LIMIT 1\n    ) AS {alias} ON true")
     return (f"LEFT JOIN staging.{referenced.name} AS {alias}\n"
             f"        ON {alias}.{referenced.key} = {join.key} AND NOT {alias}.is_deleted")
@@ -221,12 +249,10 @@ def event_scans(catalog: Catalog, family: Family, indicators: list[Indicator] | 
         used = sorted({d for s in sets for d in s.dimensions})
         dimensions = tuple((d, family.spec.dimensions[d]) for d in used)
         texts = [sql for _, sql in dimensions] + [c.sql for c in columns]
-        as_of = _as_of_time(event)
-        joins = tuple(_join_sql(alias, family.spec.joins[alias], as_of)
-                      for alias in _needed_joins(family, texts))
         scans.append(EventScan(
-            name=event_name, source=f"staging.{family.entity.name}",
-            condition=_event_condition(event, catalog), joins=joins, dimensions=dimensions,
+            name=event_name, condition=_event_condition(event, catalog, "b.first_start", "b.last_end"),
+            periods=_event_periods(event, catalog), aliases=tuple(_needed_joins(family, texts)),
+            dimensions=dimensions,
             sets=tuple(sets), columns=tuple(columns), aggregates=tuple(aggregates),
             uses_base=any(i.kind == "rate" for i in mine)))
     return scans
@@ -269,11 +295,16 @@ def compute_sql(catalog: Catalog, family: Family, grain: str, indicators: list[I
                 target: str | None = None) -> str:
     """Replace the rows of `indicators` (default: all) of mart.kpi_<family>_<grain> (or of
     `target`, a table like it) for the periods %(starts)s / %(ends)s (timestamptz arrays),
-    computed from staging."""
+    computed from staging: one statement reading each row the periods need once, with its joins
+    (the as-of lookups are most of a window's cost), then every event's figures from those rows."""
     chosen = indicators if indicators is not None else family.indicators
     scans = event_scans(catalog, family, chosen)
+    aliases = [a for a in family.spec.joins if any(a in scan.aliases for scan in scans)]
+    as_of = f"f.{family.spec.as_of}" if family.spec.as_of else "NULL"
     return _ENV.get_template("compute.sql.j2").render(
         family=family, grain=grain, target=target or table(family, grain), scans=scans,
+        source=f"staging.{family.entity.name}", aliases=aliases,
+        joins=[_join_sql(a, family.spec.joins[a], as_of) for a in aliases],
         all_dimensions=family.used_dimensions, subset=indicators is not None,
         indicator_ids=[i.id for i in chosen], bases=_bases(catalog, family, chosen),
         grouping_case=grouping_case)
@@ -307,12 +338,19 @@ def ddl(catalog: Catalog) -> str:
             family=family, grains=GRAINS, dimensions=family.used_dimensions, table=table,
             catalog=catalog))
         parts.append(_ENV.get_template("staging_indexes.sql.j2").render(
-            family=family, entity=family.entity, events=family.spec.events.values()))
+            family=family, entity=family.entity, events=family.spec.events.values(),
+            open_span=open_span, as_of_histories=_as_of_histories(family)))
     for grain in ("window", "day"):
         parts.append(_ENV.get_template("bottlenecks.sql.j2").render(
             grain=grain, bottlenecks=catalog.bottlenecks.bottlenecks, usual=catalog.bottlenecks.usual,
             table=table, additive=_zero_when_absent(catalog)))
     return "\n".join(parts)
+
+
+def _as_of_histories(family: Family) -> list[entities.Entity]:
+    """The entities whose history the family's as-of joins read."""
+    names = sorted({join.entity for join in family.spec.joins.values() if join.as_of})
+    return [entities.entity(name) for name in names]
 
 
 def _zero_when_absent(catalog: Catalog) -> set[str]:

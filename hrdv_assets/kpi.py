@@ -230,7 +230,7 @@ def kpi_marts(context: AssetExecutionContext, hrdv_db: PostgresResource) -> Iter
     if unstaged:
         raise refuse(f"staging of {len(unstaged)} window(s) has not run ({unstaged[:5]}...): their KPI "
                      "marts would not be final; materialise staging too")
-    published = publish_kpi_marts(hrdv_db, keys, context.run_id)
+    published = publish_kpi_marts(hrdv_db, keys, context.run.run_id)
     for asset_key, per_window in published.metadata.items():
         for key, metadata in per_window.items():
             context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
@@ -253,7 +253,7 @@ def recompute_kpi_marts(context: OpExecutionContext, config: RecomputeConfig,
     keys = keys_to_recompute(context, config, STAGED[FACTS[0]].staging_key)
     if not keys:
         return
-    published = publish_kpi_marts(hrdv_db, keys, context.run_id)
+    published = publish_kpi_marts(hrdv_db, keys, context.run.run_id)
     yield from published.checks
     _fail_if_rejected(context, published)
     for asset_key, per_window in published.metadata.items():

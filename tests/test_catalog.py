@@ -84,6 +84,8 @@ def _entry(data: dict, indicator_id: str) -> dict:
      ["interactions.yaml", "event 'created'", "born_at"]),
     ("parameters.yaml", lambda d: d["parameters"]["service_level_abandoned"].update(value="sometimes"),
      ["parameters.yaml", "service_level_abandoned", "'sometimes' is not one of"]),
+    ("claims.yaml", lambda d: d.pop("as_of"), ["claims.yaml", "as_of", "created_at"]),
+    ("operators.yaml", lambda d: d.update(as_of="begun_at"), ["operators.yaml", "as_of", "begun_at", "started_at"]),
 ])
 def test_a_malformed_entry_names_the_file_the_entry_and_the_field(tmp_path, file, edit, words) -> None:
     with pytest.raises(CatalogError) as error:
@@ -105,16 +107,20 @@ def test_adding_an_indicator_is_one_entry_and_no_python(tmp_path) -> None:
     assert "'chats_received'" in catalog_sql.compute_sql(catalog, family, "window")
 
 
-def test_the_generated_sql_reads_each_event_once_with_all_its_dimension_sets(catalog) -> None:
+def test_the_generated_sql_reads_each_row_once_and_each_event_with_all_its_dimension_sets(catalog) -> None:
     family = catalog.families["interactions"]
     sql = catalog_sql.compute_sql(catalog, family, "window")
     statements = catalog_sql.statements(sql)
     events = [name for name, _ in family.spec.events.items() if any(i.event == name for i in family.indicators)]
-    assert len(statements) == 1 + len(events)  # the DELETE, then one INSERT per event
+    assert len(statements) == 2  # the DELETE, then one statement inserting every event's figures
+    assert statements[1].count("FROM staging.interactions AS f") == 1  # rows and joins read once
+    assert statements[1].count("INSERT INTO mart.kpi_interactions_window") == len(events)
     assert sql.count("GROUPING SETS") == len(events)
     assert "mart.kpi_base_active_customers" in sql  # the rate's population, counted apart
-    # As-of joins read the history valid at the event's time.
-    assert "staging.customers_history" in sql and "h.valid_from > f.created_at" in sql
+    # As-of joins read the history version valid at the row's as_of moment (its creation).
+    assert family.spec.as_of == "created_at"
+    assert sql.count("FROM staging.customers_history AS h") == 2  # the version then, or the first
+    assert "h.valid_from <= f.created_at" in sql
 
 
 def test_the_roll_up_rule_of_each_kind(catalog) -> None:
