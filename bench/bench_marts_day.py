@@ -1,10 +1,11 @@
 """The KPI marts at volume: a day of windows in one run, one window against a long history, storage.
 
-    .venv/bin/python bench/bench_marts_day.py [--customers 1000000] [--history-days 30] [--runs 3]
+    .venv/bin/python bench/bench_marts_day.py [--customers 1000000] [--history-days 30] [--runs 3] [--reuse]
 
 On a PostgreSQL of its own ($HRDV_HOME, default /tmp/hrdv-bench-marts, port from 29800): a CRM
 with `--customers` customers and `--history-days` of bulk history, then one day replayed by the
-generator (as fast as possible); its tables are copied into a database shaped like staging
+generator (as fast as possible; --reuse keeps the CRM an earlier run built with the same
+arguments); its tables are copied into a database shaped like staging
 (tests/crm_mirror.py: what staging holds once the pipeline has run), and then measured:
 - the whole day's 96 windows, every family and grain with the rules, in one transaction (a backfill
   run), --runs times;
@@ -16,6 +17,7 @@ Prints every run and the medians.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -54,6 +56,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the CRM a previous run built with the same --customers and --history-days")
     args = parser.parse_args()
     settings = load()
     postgres.start(settings)
@@ -66,14 +70,26 @@ def main() -> None:
 def run(settings, args) -> None:
     day_start = (datetime.now(timezone.utc) - timedelta(days=2)).replace(hour=21, minute=0, second=0, microsecond=0)
     day = (day_start + timedelta(hours=3)).date()
-    crm = postgres.recreate_database(settings, "bench_crm")
-    with psycopg.connect(crm, autocommit=True) as conn:
-        reference.apply_schema_and_reference(conn)
-    began = time.perf_counter()
-    bulk_load.load(crm, customers=args.customers, seed=1, history_days=args.history_days, jobs=2, as_of=day_start)
-    stats = live.run_replay(crm, day, speedup=math.inf, seed=2, progress_every=60)
-    print(f"CRM: {args.customers} customers, {args.history_days} days of history, the day replayed: "
-          f"{stats.changes} changes ({time.perf_counter() - began:.0f} s to build)")
+    built = settings.home / "bench_marts_day.json"
+    wanted = {"customers": args.customers, "history_days": args.history_days}
+    previous = json.loads(built.read_text()) if built.exists() else {}
+    if args.reuse and {k: previous.get(k) for k in wanted} == wanted:
+        crm, changes = settings.pg_dsn("bench_crm"), previous["changes"]
+        day_start = datetime.fromisoformat(previous["day_start"])
+        day = (day_start + timedelta(hours=3)).date()
+        print(f"CRM of {previous['built_at']} reused: {changes} changes that day")
+    else:
+        crm = postgres.recreate_database(settings, "bench_crm")
+        with psycopg.connect(crm, autocommit=True) as conn:
+            reference.apply_schema_and_reference(conn)
+        began = time.perf_counter()
+        bulk_load.load(crm, customers=args.customers, seed=1, history_days=args.history_days, jobs=2,
+                       as_of=day_start)
+        changes = live.run_replay(crm, day, speedup=math.inf, seed=2, progress_every=60).changes
+        print(f"CRM: {args.customers} customers, {args.history_days} days of history, the day replayed: "
+              f"{changes} changes ({time.perf_counter() - began:.0f} s to build)")
+        built.write_text(json.dumps({**wanted, "changes": changes, "day_start": day_start.isoformat(),
+                                     "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
     mirror = create(settings, "bench_mirror")
     copied = copy_crm(crm, mirror, skip=("contact_persons",))  # no mart reads them
     print(f"staging-shaped copy: {copied}")
@@ -105,7 +121,7 @@ def run(settings, args) -> None:
     print(f"\nfacts in staging: interactions {facts[0]}, work orders {facts[1]}, claims {facts[2]}, "
           f"operator states {facts[3]}")
     print(f"median of {args.runs}: the day's 96 windows, all marts and rules, one run: {statistics.median(days):.2f} s "
-          f"({stats.changes} CRM changes that day)")
+          f"({changes} CRM changes that day)")
     print(f"median of {args.runs}: one window with {args.history_days} days of history in staging: "
           f"{statistics.median(history):.3f} s; with that day only: {statistics.median(empty):.3f} s "
           f"(ratio {statistics.median(history) / statistics.median(empty):.2f})")
