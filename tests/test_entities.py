@@ -4,7 +4,7 @@ entity list is read from the descriptions, never written out here."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -211,3 +211,36 @@ def test_a_staging_table_from_before_the_columns_gains_them_in_place(crm_postgre
         assert conn.execute("SELECT transfer_count FROM staging.interactions WHERE id = 2").fetchone() == (None,)
         assert conn.execute(sql.SQL("SELECT count(*) FROM pg_indexes WHERE indexname = {}").format(
             sql.Literal("interactions_abandoned_at_idx"))).fetchone() == (1,)
+
+
+def test_a_key_reused_after_its_delete_lists_only_the_new_rows_windows(crm_postgres) -> None:
+    """A row deleted in staging counts in no window; a new row under its key (a CRM may reuse a
+    freed id) makes late only its own windows, in the interaction mart's rule, the generated rule
+    of the other entities and the KPI catalog's."""
+    import psycopg
+    from psycopg import sql
+
+    from hrdv_assets.cdc import STAGED
+    from partitions import WINDOW, WINDOW_ORIGIN
+
+    old, new = datetime(2026, 1, 5, 9, 3, tzinfo=timezone.utc), datetime(2026, 1, 5, 11, 7, tzinfo=timezone.utc)
+    with psycopg.connect(crm_postgres.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS late_reuse_test WITH (FORCE)")
+        conn.execute("CREATE DATABASE late_reuse_test")
+    with psycopg.connect(crm_postgres.pg_dsn("late_reuse_test")) as conn:
+        conn.execute("CREATE SCHEMA staging")
+        for _, statement in entity_sql.staging_ddl():
+            conn.execute(statement)
+        params = {"range_start": new + timedelta(days=1), "window": WINDOW, "origin": WINDOW_ORIGIN}
+        for name in ("interactions", "work_orders"):
+            staged = STAGED[name]
+            conn.execute(sql.SQL("INSERT INTO staging.{} (id, created_at, lsn, committed_at, is_deleted) "
+                                 "VALUES (7, %(old)s, 10, %(old)s, true)").format(sql.Identifier(name)), {"old": old})
+            conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                sql.Identifier(staged.temp_table), sql.Identifier("staging", name)))
+            conn.execute(sql.SQL("INSERT INTO {} (id, created_at, lsn, committed_at, is_deleted) "
+                                 "VALUES (7, %(new)s, 20, %(new)s, false)").format(sql.Identifier(staged.temp_table)),
+                         {"new": new})
+            expected = [(WINDOW_ORIGIN + (new - WINDOW_ORIGIN) // WINDOW * WINDOW,)]
+            for rule in (staged.late_windows, staged.kpi_late_windows):
+                assert conn.execute(rule, params).fetchall() == expected, f"{name}: {rule[:80]}"

@@ -15,8 +15,9 @@ WITH changed AS (
     -- A delete's row image holds placeholders (0, '', 1970-01-01) in its non-key columns:
     -- only its key is real, so it contributes the old times alone.
     SELECT
-        s.created_at AS old_created,
-        s.closed_at AS old_closed,
+        -- A row already deleted in staging is in no window: its old times list nothing.
+        CASE WHEN NOT s.is_deleted THEN s.created_at END AS old_created,
+        CASE WHEN NOT s.is_deleted THEN s.closed_at END AS old_closed,
         CASE WHEN NOT t.is_deleted THEN t.created_at END AS new_created,
         CASE WHEN NOT t.is_deleted THEN t.closed_at END AS new_closed,
         s.id IS NULL
