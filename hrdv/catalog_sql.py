@@ -112,11 +112,8 @@ def _event_periods(event: Event, catalog: Catalog) -> str:
         return (f"LATERAL ({pick} (SELECT width_bucket({moment}, b.starts) AS i) AS w\n"
                 f"            WHERE i > 0 AND {moment} < b.ends[i]) AS p")
     if event.shape == "open":  # from < end <= the first of its ends
-        spec = event.open
-        ends = [f"f.{c}" for c in spec.until]
-        end = ends[0] if len(ends) == 1 else f"least({', '.join(ends)})"
-        return (f"LATERAL ({pick} generate_series(width_bucket(f.{spec.from_}, b.ends) + 1,\n"
-                f"            coalesce(width_bucket({end}, b.ends), cardinality(b.ends))) AS i) AS p")
+        return (f"LATERAL ({pick} generate_series(width_bucket(f.{event.open.from_}, b.ends) + 1,\n"
+                f"            coalesce(width_bucket({_first_end(event)}, b.ends), cardinality(b.ends))) AS i) AS p")
     spec = event.overlap  # the periods from the first ending after it starts to the last starting before it ends
     hours = int(catalog.parameters["max_state_hours"].value)
     return (f"LATERAL ({pick} generate_series(width_bucket(f.{spec.from_}, b.ends) + 1,\n"
@@ -128,11 +125,14 @@ def _event_periods(event: Event, catalog: Catalog) -> str:
 def open_span(event: Event, alias: str = "f.") -> str:
     """The time an `open` event's row is open, (from, first of its ends], as a range: open at t
     when it contains t (an end before its start makes it empty, never an error)."""
-    spec = event.open
-    start = f"{alias}{spec.from_}"
-    ends = [f"{alias}{c}" for c in spec.until]
-    end = ends[0] if len(ends) == 1 else f"least({', '.join(ends)})"  # least() skips NULLs
+    start, end = f"{alias}{event.open.from_}", _first_end(event, alias)
     return f"tstzrange({start}, CASE WHEN {end} IS NULL THEN NULL ELSE greatest({start}, {end}) END, '(]')"
+
+
+def _first_end(event: Event, alias: str = "f.") -> str:
+    """When an `open` event's row stopped being open: the first of its ends (NULL while open)."""
+    ends = [f"{alias}{c}" for c in event.open.until]
+    return ends[0] if len(ends) == 1 else f"least({', '.join(ends)})"  # least() skips NULLs
 
 
 def _join_sql(alias: str, join, as_of: str) -> str:
