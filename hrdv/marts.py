@@ -276,8 +276,9 @@ def _balances(cur: psycopg.Cursor, catalog: Catalog, periods: dict, window) -> R
     late-change sensor is about to fix)."""
     rule = next(r for r in RULES if r.name == "backlog_balances")
     starts = periods["window"]["starts"]
-    held = [s - window for s in starts if s - window in set(starts)]
-    missing = [s - window for s in starts if s - window not in set(starts)]
+    in_run = set(starts)
+    held = [s - window for s in starts if s - window in in_run]
+    missing = [s - window for s in starts if s - window not in in_run]
     previous = {"starts": missing, "ends": [s + window for s in missing]}
     offending, sample = 0, []
     for family in catalog.families.values():

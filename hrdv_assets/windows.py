@@ -4,9 +4,8 @@ it, and refuse the run unless they are closed reporting windows; plus what they 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 from dagster import (
     AssetExecutionContext,
