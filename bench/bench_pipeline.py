@@ -10,6 +10,10 @@ in phases of --seconds at --rate changes/s and prints, per phase and as the medi
 - window end -> mart published: published_at - window_end of every mart row;
 - window end -> every KPI mart published: their commit (mart.kpi_publications) - window_end;
 - commit -> mart: published_at of an interaction's window - its creation (p50, p95);
+- the open window: staleness of its provisional marts as a reader sees them (now - the newest CRM
+  commit the last refresh reflects, sampled every second), the refresh's own time, and the CPU the
+  ingestor, PostgreSQL and the Dagster daemon spent (cores, over the phase); --no-provisional runs
+  the same without the open window (HRDV_PROVISIONAL_LOAD_S=0), for the comparison;
 - resident memory of each component at rest and under load (max of samples).
 Windows are 1 minute by default here (HRDV_WINDOW_MINUTES) so the sensor-driven path is measured
 in minutes; with 15-minute windows, commit -> mart grows by the wait for the window to close.
@@ -30,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
 
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 from _stack import fresh_stack, stop_stack  # noqa: E402
 
@@ -118,6 +123,39 @@ def wait_for_mart(settings, until: datetime, timeout: float = 300) -> None:
     raise SystemExit(f"the mart did not reach {until} in {timeout} s: see {settings.logs}")
 
 
+def provisional_sample(settings) -> tuple[float, datetime, float] | None:
+    """(staleness now, refreshed_at, refresh seconds) of the newest provisional refresh."""
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp() - reflects)::float, refreshed_at, seconds "
+                           "FROM mart.kpi_provisional_refreshes WHERE reflects IS NOT NULL "
+                           "ORDER BY refreshed_at DESC LIMIT 1").fetchone()
+    return tuple(row) if row else None
+
+
+def cpu_seconds(settings) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the components the open window loads, children included."""
+    pids = {"ingestor": process.pid_of("ingestor", settings), "postgres": postgres_pid(settings),
+            "dagster-daemon": process.pid_of("dagster-daemon", settings),
+            "dagster-webserver": process.pid_of("dagster-webserver", settings)}
+    out = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            total = 0.0
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    times = p.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+            out[name] = total
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def fmt(values: list[float]) -> str:
     return f"p50 {percentile(values, 0.5):7.3f} s  p95 {percentile(values, 0.95):7.3f} s  (n={len(values)})"
 
@@ -133,15 +171,20 @@ def main() -> None:
                         help="live generator: share of its steps that change reference entities "
                              "(customers, contacts, employees, queues, territories), so every topic carries load")
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--no-provisional", action="store_true",
+                        help="without the open window's provisional marts (HRDV_PROVISIONAL_LOAD_S=0)")
     args = parser.parse_args()
+    if args.no_provisional:
+        os.environ["HRDV_PROVISIONAL_LOAD_S"] = "0"
 
     settings = fresh_stack(customers=5000, dagster=True)
     try:
         time.sleep(20)  # let start-up settle before measuring rest
         at_rest = rss_by_component(settings)
         summary: dict[str, list[float]] = {f"{key}_{p}": [] for key in ("buffer", "staged", "publish",
-                                                                         "kpi_marts", "mart")
+                                                                         "kpi_marts", "mart", "stale", "refresh")
                                            for p in ("p50", "p95")}
+        cores: dict[str, list[float]] = {}
         under_load: dict[str, float] = {}
         for phase in range(1, args.phases + 1):
             since = datetime.now(timezone.utc)
@@ -151,11 +194,24 @@ def main() -> None:
             writer = threading.Thread(target=run, kwargs={
                 "dsn": settings.crm_dsn, "rate": args.rate, "duration": args.seconds,
                 "seed": phase, "progress_every": 1e9, **extra})
+            cpu_before, began = cpu_seconds(settings), time.monotonic()
             writer.start()
+            stale: list[float] = []
+            refreshes: dict[datetime, float] = {}
+            last_rss = 0.0
             while writer.is_alive():
-                for name, mib in rss_by_component(settings).items():
-                    under_load[name] = max(under_load.get(name, 0.0), mib)
-                time.sleep(2)
+                if time.monotonic() - last_rss >= 2:
+                    for name, mib in rss_by_component(settings).items():
+                        under_load[name] = max(under_load.get(name, 0.0), mib)
+                    last_rss = time.monotonic()
+                sample = provisional_sample(settings)
+                if sample and time.monotonic() - began > 15:  # past the first refreshes of the phase
+                    stale.append(sample[0])
+                    refreshes[sample[1]] = sample[2]
+                time.sleep(1)
+            cpu_after, took = cpu_seconds(settings), time.monotonic() - began
+            for name in cpu_after:
+                cores.setdefault(name, []).append((cpu_after[name] - cpu_before.get(name, 0.0)) / took)
             until = datetime.now(timezone.utc)
             window_edge = until.replace(second=0, microsecond=0)  # whole windows only
             wait_for_mart(settings, window_edge)
@@ -168,13 +224,20 @@ def main() -> None:
             print(f"phase {phase}: window end -> published {fmt(published)}")
             print(f"phase {phase}: window end -> KPI marts {fmt(kpi)}  (every family and grain, one commit)")
             print(f"phase {phase}: commit -> mart          {fmt(commit_to_mart)}")
+            print(f"phase {phase}: open window staleness  {fmt(stale)}  (sampled every second)")
+            print(f"phase {phase}: provisional refresh    {fmt(list(refreshes.values()))}")
+            print(f"phase {phase}: cores used             " + ", ".join(
+                f"{name} {values[-1]:.2f}" for name, values in cores.items()))
             for key, values in (("buffer", buffer), ("staged", staged), ("publish", published),
-                                ("kpi_marts", kpi), ("mart", commit_to_mart)):
+                                ("kpi_marts", kpi), ("mart", commit_to_mart), ("stale", stale),
+                                ("refresh", list(refreshes.values()))):
                 summary[f"{key}_p50"].append(percentile(values, 0.5))
                 summary[f"{key}_p95"].append(percentile(values, 0.95))
         print(f"\nmedian of {args.phases} phases at {args.rate:.0f} changes/s, {settings.window_minutes}-minute windows:")
         for key, values in summary.items():
             print(f"  {key:12} {statistics.median(values):8.3f} s")
+        print("  cores used   " + ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in cores.items()))
+        print(f"  open window  {'off (--no-provisional)' if args.no_provisional else 'on'}")
         print("\nresident memory, MiB (at rest / max under load):")
         for name in COMPONENTS:
             if name in at_rest or name in under_load:  # the generator runs in this process

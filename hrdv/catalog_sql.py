@@ -292,22 +292,26 @@ def statements(sql: str) -> list[str]:
 
 
 def compute_sql(catalog: Catalog, family: Family, grain: str, indicators: list[Indicator] | None = None,
-                target: str | None = None) -> str:
+                target: str | None = None, relations: dict[str, str] | None = None) -> str:
     """Replace the rows of `indicators` (default: all) of mart.kpi_<family>_<grain> (or of
     `target`, a table like it) for the periods %(starts)s / %(ends)s (timestamptz arrays),
-    computed from staging: one statement reading each row the periods need once, with its joins
+    computed from staging (`relations` reads other relations instead of some staging tables,
+    wherever the SQL names them, the catalog's conditions included: the provisional overlays): one statement reading each row the periods need once, with its joins
     (the as-of lookups are most of a window's cost), then every event's figures from those rows."""
     chosen = indicators if indicators is not None else family.indicators
     scans = event_scans(catalog, family, chosen)
     aliases = [a for a in family.spec.joins if any(a in scan.aliases for scan in scans)]
     as_of = f"f.{family.spec.as_of}" if family.spec.as_of else "NULL"
-    return _ENV.get_template("compute.sql.j2").render(
+    sql = _ENV.get_template("compute.sql.j2").render(
         family=family, grain=grain, target=target or table(family, grain), scans=scans,
         source=f"staging.{family.entity.name}", aliases=aliases,
         joins=[_join_sql(a, family.spec.joins[a], as_of) for a in aliases],
         all_dimensions=family.used_dimensions, subset=indicators is not None,
         indicator_ids=[i.id for i in chosen], bases=_bases(catalog, family, chosen),
         grouping_case=grouping_case)
+    for relation, instead in (relations or {}).items():  # staging.x, never staging.x_history
+        sql = re.sub(rf"\b{re.escape(relation)}\b(?!\.)", instead, sql)
+    return sql
 
 
 def roll_up_sql(catalog: Catalog, family: Family, grain: str) -> str:
@@ -340,10 +344,45 @@ def ddl(catalog: Catalog) -> str:
         parts.append(_ENV.get_template("staging_indexes.sql.j2").render(
             family=family, entity=family.entity, events=family.spec.events.values(),
             open_span=open_span, as_of_histories=_as_of_histories(family)))
+    parts.append(provisional_ddl(catalog))
     for grain in ("window", "day"):
         parts.append(_ENV.get_template("bottlenecks.sql.j2").render(
             grain=grain, bottlenecks=catalog.bottlenecks.bottlenecks, usual=catalog.bottlenecks.usual,
             table=table, additive=_zero_when_absent(catalog)))
+    return "\n".join(parts)
+
+
+def provisional_table(family: Family | str) -> str:
+    """The provisional rows of family's windows not yet published."""
+    return f"{table(family, 'window')}_provisional"
+
+
+def live_view(family: Family | str) -> str:
+    """Each window once: final when published, else provisional (column `provisional`)."""
+    return f"{table(family, 'window')}_live"
+
+
+def overlay(family: Family) -> str:
+    """The provisional source: staging overlaid with the changes buffered since."""
+    return f"provisional.{family.entity.name}_overlay"
+
+
+def provisional_relations(catalog: Catalog) -> dict[str, str]:
+    """Every fact entity's staging table -> its overlay: what a provisional compute reads instead."""
+    return {f"staging.{family.entity.name}": overlay(family) for family in catalog.families.values()}
+
+
+def provisional_ddl(catalog: Catalog) -> str:
+    """The open window's objects: provisional.<fact entity>, its overlay, each family's
+    provisional table and live view (after the marts: the tables copy the window marts' shape)."""
+    parts = [(REPO_ROOT / "sql" / "postgres" / "provisional.sql").read_text()]
+    for family in catalog.families.values():
+        entity = family.entity
+        parts.append(entity_sql.provisional_table_ddl(entity) + ";")
+        parts.append(_ENV.get_template("provisional.sql.j2").render(
+            family=family, entity=entity, key=entity.key, columns=entity_sql.staged_columns(entity),
+            dimensions=family.used_dimensions, final=table(family, "window"),
+            provisional=provisional_table(family), live=live_view(family)))
     return "\n".join(parts)
 
 

@@ -199,7 +199,9 @@ def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: f
         f"  ClickHouse   {settings.clickhouse_dsn}\n"
         f"  Logs         {settings.logs}\n"
         f"Windows are {settings.window_minutes} minutes: the first run starts when the current one closes.\n"
-        f"`./hrdv.sh status` shows health and lag, `./hrdv.sh down` stops everything."
+        f"The open window's indicators move every 10 s in mart.kpi_<family>_window_live (column provisional;\n"
+        f"sensor provisional_kpi_sensor).\n"
+        f"`./hrdv.sh status` shows health, lag and each stage's freshness, `./hrdv.sh down` stops everything."
     )
 
 
@@ -315,6 +317,24 @@ def status() -> None:
         click.echo(f"{'heartbeat':18} newest CRM heartbeat commit in Kafka: {resource.latest_heartbeat()}")
     except Exception as error:  # noqa: BLE001 - status reports, it does not crash
         click.echo(f"{'lag':18} unavailable ({error})")
+    _freshness(settings, resource)
+
+
+def _freshness(settings: Settings, kafka) -> None:
+    """Each stage's newest CRM commit (or window end) and its age, in pipeline order."""
+    from hrdv import provisional
+
+    try:
+        with psycopg.connect(settings.source_dsn, connect_timeout=5) as crm:
+            crm_heartbeat = crm.execute("SELECT max(ts) FROM public.debezium_heartbeat").fetchone()[0]
+        with psycopg.connect(settings.hrdv_dsn, connect_timeout=5) as hrdv:
+            found = provisional.stages(hrdv, crm_heartbeat, kafka.latest_heartbeat())
+    except Exception as error:  # noqa: BLE001 - status reports, it does not crash
+        click.echo(f"{'freshness':18} unavailable ({error})")
+        return
+    click.echo(f"{'freshness':18} newest CRM commit (or window end) each stage holds, and its age:")
+    for name, stage in found.items():
+        click.echo(f"{'':18}   {stage.describe():48} {provisional.STAGES[name]}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_pr
 from hrdv.settings import load
 from hrdv_assets.cdc import STAGED, build_cdc_assets
 from hrdv_assets.kpi import FACTS, MART_KEYS, PUBLICATIONS_KEY, kpi_assets, recompute_kpi_marts
+from hrdv_assets.open_window import freshness_checks, open_window_assets
 from hrdv_assets.interactions import (
     INTERACTIONS,
     MART_KEY,
@@ -24,6 +25,7 @@ from resources.kafka import KafkaResource
 from resources.postgres import PostgresResource
 from sensors.kafka_lag import ObservedTopic, build_window_sensor
 from sensors.late_changes import build_late_change_sensor
+from sensors.open_window import pipeline_freshness_sensor, provisional_kpi_sensor
 
 _settings = load()
 
@@ -32,7 +34,7 @@ _settings = load()
 WINDOW_RUN_TAGS = {"dagster/max_runtime": "600"}
 
 # Every asset: topic, buffer and staging of each CRM entity (hrdv/entities.py), and the marts.
-ASSETS = [*build_cdc_assets(STAGED.values()), *interaction_assets, *kpi_assets]
+ASSETS = [*build_cdc_assets(STAGED.values()), *interaction_assets, *kpi_assets, *open_window_assets]
 # Every windowed asset: the staging (and history) of every CRM entity, and the marts.
 WINDOWED = [key for staged in STAGED.values() for key in (staged.staging_key, staged.history_key) if key]
 KPI_KEYS = [*MART_KEYS, PUBLICATIONS_KEY]  # the catalog's marts, published together
@@ -41,7 +43,8 @@ crm_windows = define_asset_job(
     name="crm_windows",
     description=("Staging of every CRM entity (one ClickHouse session, one transaction) and the KPI "
                  "marts, for a reporting window or a range."),
-    selection=AssetSelection.assets(*WINDOWED, MART_KEY, *KPI_KEYS),
+    # The freshness checks of mart/kpi_publications judge these runs; the sensor evaluates them.
+    selection=AssetSelection.assets(*WINDOWED, MART_KEY, *KPI_KEYS) - AssetSelection.checks(freshness_checks),
     tags=WINDOW_RUN_TAGS,
 )
 
@@ -67,6 +70,7 @@ def kpi_marts_recompute() -> None:
 
 defs = Definitions(
     assets=ASSETS,
+    asset_checks=[freshness_checks],
     jobs=[crm_windows, interaction_kpi_recompute, kpi_marts_recompute],
     sensors=[
         build_window_sensor(
@@ -81,6 +85,8 @@ defs = Definitions(
             kpi_marts_recompute, "recompute_kpi_marts", [STAGED[name].staging_key for name in FACTS],
             name="kpi_late_change_sensor", metadata_key="kpi_late_windows",
         ),
+        provisional_kpi_sensor,
+        pipeline_freshness_sensor,
     ],
     # One process per run, whatever job runs it: a window's run is seconds of work, and the
     # multiprocess executor spends ~1.4 s starting each step's process.

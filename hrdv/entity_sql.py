@@ -30,9 +30,10 @@ def render(template: str, **values: object) -> str:
     return _ENV.get_template(template).render(**values).strip().rstrip(";").strip()
 
 
-def _values(entity: Entity) -> dict[str, object]:
+def _values(entity: Entity, schema: str = "staging") -> dict[str, object]:
     return {
         "e": entity,
+        "schema": schema,
         "name": entity.name,
         "key_type": "Int64" if entity.key_is_integer else "String",
         "key_json_type": "Int64" if entity.key_is_integer else "String",
@@ -128,8 +129,8 @@ def versions_query(entity: Entity) -> str:
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
-def _pg(template: str, entity: Entity) -> str:
-    return render(f"postgres/entity/{template}", **_values(entity))
+def _pg(template: str, entity: Entity, schema: str = "staging") -> str:
+    return render(f"postgres/entity/{template}", **_values(entity, schema))
 
 
 def staging_ddl() -> list[tuple[str, str]]:
@@ -143,8 +144,15 @@ def staging_ddl() -> list[tuple[str, str]]:
 
 
 @cache
-def upsert_sql(entity: Entity) -> str:
-    return _pg("upsert.sql.j2", entity)
+def upsert_sql(entity: Entity, schema: str = "staging") -> str:
+    """The LSN-guarded upsert of the temp table's changes into <schema>.<entity> (staging, or the
+    open window's provisional copy)."""
+    return _pg("upsert.sql.j2", entity, schema)
+
+
+def provisional_table_ddl(entity: Entity) -> str:
+    """provisional.<entity>: staging's shape, holding the changes buffered since the last staged window."""
+    return _pg("staging_table.sql.j2", entity, "provisional")
 
 
 @cache

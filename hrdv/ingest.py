@@ -39,7 +39,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from hrdv import clickhouse
+from hrdv import clickhouse, provisional
 from hrdv.entities import ENTITIES, HEARTBEAT_TABLE
 from hrdv.settings import Settings, load
 
@@ -277,6 +277,15 @@ def _too_big(stats: "IngestStats") -> bool:
     return stats.renew
 
 
+def provisional_loader(settings: Settings) -> provisional.Loader:
+    """The copy of the open window's changes of every fact entity of the KPI catalog."""
+    from hrdv.catalog import default as default_catalog
+    from hrdv.stack.connect import unavailable_placeholder
+
+    facts = {family.entity.name: family.entity for family in default_catalog().families.values()}
+    return provisional.Loader(settings, [facts[name] for name in sorted(facts)], unavailable_placeholder())
+
+
 def run(settings: Settings | None = None, stop_event: threading.Event | None = None,
         max_batch: int = MAX_BATCH, poll_timeout: float = POLL_TIMEOUT_S,
         idle_timeout: float | None = None, stop_when_caught_up: bool = False,
@@ -296,11 +305,14 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
              settings.clickhouse_dsn)
     last_message = time.monotonic()
     held = clickhouse.HeldSession(settings.clickhouse_dsn)
+    copier = provisional_loader(settings)
+    copier.start()
     try:
         while not stop.is_set():
             messages = _usable(consumer.consume(num_messages=max_batch, timeout=poll_timeout))
             if not process_batch(consumer, messages, held, queues, stop, stats):
                 break
+            copier.maybe_load(held.client)  # the open window's changes, for the provisional marts
             if held.hand_over_if_waited_for() and _too_big(stats):  # a Dagster run wanted chDB
                 break  # main() starts this program again in this process: memory back to a start
             progress.maybe_log(consumer, stats)
@@ -312,6 +324,7 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
             if idle_timeout is not None and time.monotonic() - last_message >= idle_timeout:
                 break
     finally:
+        copier.stop()
         held.close()
         consumer.close()
     log.info("stopped: %d messages, %d tombstones, %d batches, %d insert retries, %d failed commits, "

@@ -17,6 +17,7 @@ from datetime import datetime
 import psycopg
 
 from hrdv import catalog_sql as cs
+from hrdv import provisional
 from hrdv.catalog import TOTAL, Catalog, Family
 
 ADDITIVE = ("count", "sum")  # kinds whose details add up to the total and windows to the hour
@@ -126,6 +127,7 @@ def publish(conn: psycopg.Connection, catalog: Catalog, starts: Sequence[datetim
         began = time.perf_counter()
         results = check(cur, catalog, periods, window)
         timings["rules_s"] = round(time.perf_counter() - began, 3)
+        provisional.replace_with_final(cur, catalog, starts)
         # When readers see it: just before the caller's commit, not the transaction's start.
         cur.execute("UPDATE mart.kpi_publications SET published_at = clock_timestamp() "
                     "WHERE window_start = ANY (%(starts)s::timestamptz[])", periods["window"])

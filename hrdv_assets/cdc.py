@@ -306,13 +306,20 @@ class Late:
     kpi: list[str]
 
 
-def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_start: datetime) -> dict[str, Late]:
-    """Upserts every entity's changes (and history versions) in one transaction; returns per entity
-    the windows before range_start they make stale."""
+def write_changes(db: PostgresResource, reads: Iterable[ChangesRead], range_start: datetime,
+                  range_end: datetime) -> dict[str, Late]:
+    """Upserts every entity's changes (and history versions) in one transaction, recording the
+    range as staged; returns per entity the windows before range_start they make stale."""
+    reads = list(reads)
     with db.connect() as conn, conn.cursor() as cur:
         # The buffer's times are UTC without a zone attached.
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        return {read.staged.name: _write_entity(cur, read, range_start) for read in reads}
+        late = {read.staged.name: _write_entity(cur, read, range_start) for read in reads}
+        cur.execute("INSERT INTO staging.staged_windows (window_end, window_start, changes) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (window_end) DO UPDATE SET window_start = least(staging.staged_windows.window_start, "
+                    "EXCLUDED.window_start), changes = EXCLUDED.changes, staged_at = now()",
+                    [range_end, range_start, sum(len(read.rows) for read in reads)])
+        return late
 
 
 def _copy_into_temp(cur: psycopg.Cursor, staged: StagedEntity, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -555,7 +562,7 @@ def build_staging_asset(entities: list[StagedEntity]):
         start, end = window_of(keys[0]).start, window_of(keys[-1]).end
         reads = read_changes(clickhouse, selected, start, end)
         read_s = time.monotonic() - started
-        late = write_changes(hrdv_db, reads.values(), start)
+        late = write_changes(hrdv_db, reads.values(), start, end)
         run_figures = {"windows_in_run": len(keys), "entities_in_run": len(selected),
                        "kafka_lag_at_run_start": lag, "run_barrier_s": round(started - begun, 3),
                        "run_read_s": round(read_s, 3), "run_duration_s": round(time.monotonic() - started, 3)}

@@ -50,7 +50,7 @@ def stage(settings: Settings, start: datetime, end: datetime, entities=(INTERACT
     """Staging's read of the buffer and its upsert over [start, end), with the asset's functions;
     returns the late windows per entity."""
     reads = read_changes(ClickHouseResource(dsn=settings.clickhouse_dsn), entities, start, end)
-    return write_changes(PostgresResource(dsn=settings.hrdv_dsn), reads.values(), start)
+    return write_changes(PostgresResource(dsn=settings.hrdv_dsn), reads.values(), start, end)
 
 
 def stage_since(settings: Settings, since: datetime) -> None:

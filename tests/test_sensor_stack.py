@@ -4,7 +4,9 @@ and again any window whose run died.
 The ingestor is stopped, so the consumer group cannot reach the sensor's barrier: however many
 windows close meanwhile, the sensor requests none of them (only windows complete before the stop)
 and says how far behind the group is. Once the ingestor runs again, exactly the windows that
-closed are requested, from the first partition on, each once while its run succeeds. The runs
+closed are requested, from the first partition on, each once while its run succeeds. Meanwhile
+the open window's freshness check fails, naming the buffer as the stage behind, and passes again
+once the ingestor is back. The runs
 are simulated by recording what they would publish (materialisations of staging and mart) in
 the sensor's instance; one window's "run" dies without publishing, and is requested again.
 """
@@ -24,12 +26,14 @@ from hrdv_assets.interactions import MART_KEY
 from partitions import WINDOW, key_of, reporting_windows, window_of
 from resources.kafka import KafkaResource
 from sensors.kafka_lag import run_windows
+from test_open_window import buffer_copied_after, freshness_verdict
 
 pytestmark = pytest.mark.stack
 
 
-def test_sensor_waits_for_the_buffer_then_requests_each_closed_window(stack) -> None:
+def test_sensor_waits_for_the_buffer_then_requests_each_closed_window(stack, monkeypatch) -> None:
     settings = stack
+    monkeypatch.setenv("HRDV_PROVISIONAL_PROMISE_S", "8")  # the open window's promise, shortened
     kafka = KafkaResource.of_stack(settings)
     sensor = defs.get_sensor_def("crm_kafka_lag_sensor")
     instance = DagsterInstance.ephemeral()
@@ -69,8 +73,13 @@ def test_sensor_waits_for_the_buffer_then_requests_each_closed_window(stack) -> 
         keys, reason = tick()
         assert keys == []
         assert "behind the barrier" in reason.skip_message and settings.topic("interactions") in reason.skip_message
+        failed = freshness_verdict(instance)
+        assert not failed.passed and "first stage behind: buffer" in failed.description, failed.description
     finally:
         _spawn_python(settings, "ingestor", ["hrdv.ingest"])
+    buffer_copied_after(settings, datetime.now(timezone.utc))
+    passed = freshness_verdict(instance)
+    assert passed.passed, passed.description
 
     closed_by = datetime.now(timezone.utc)
     deadline = time.monotonic() + 90

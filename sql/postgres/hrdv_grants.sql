@@ -6,9 +6,10 @@ REVOKE ALL ON DATABASE hrdv FROM PUBLIC;
 -- The pipeline reads and writes staging and marts; TEMPORARY for the staging upsert's
 -- COPY target (a temp table dropped at commit).
 GRANT CONNECT, TEMPORARY ON DATABASE hrdv TO {writer};
-GRANT USAGE ON SCHEMA staging, mart TO {writer};
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA staging, mart TO {writer};
-ALTER DEFAULT PRIVILEGES IN SCHEMA staging, mart
+-- It also copies the open window's changes into provisional (the ingestor, hrdv/provisional.py).
+GRANT USAGE ON SCHEMA staging, mart, provisional TO {writer};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA staging, mart, provisional TO {writer};
+ALTER DEFAULT PRIVILEGES IN SCHEMA staging, mart, provisional
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};
 
 -- Dashboards read the marts only.

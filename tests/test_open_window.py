@@ -1,0 +1,147 @@
+"""The window still open, on the real stack: the ingestor copies the buffer's newest changes into
+provisional.<entity>, provisional_kpi_sensor's refresh computes the open window's marts with the
+final marts' SQL, the live views show each window once, and the final publication replaces the
+provisional rows. (A stopped ingestor failing the freshness check: test_sensor_stack.py.)
+
+Uses the shared session `stack` (conftest): the live generator's rows stay in its CRM (the
+end-to-end test, which compares the whole CRM with staging, runs before this file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import psycopg
+import pytest
+from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance, build_sensor_context
+from recompute import backfill, resources
+from test_crm_live_pipeline import ENGINEERS_SQL
+
+from hrdv import catalog_sql, provisional
+from hrdv.crm import live
+from hrdv.crm.behaviour import Behaviour, scaled
+from hrdv_assets.kpi import CATALOG
+from hrdv_assets.open_window import PROVISIONAL_CHECK
+from partitions import WINDOW, key_of, reporting_windows, window_start
+from sensors.open_window import pipeline_freshness_sensor, provisional_kpi_sensor
+
+pytestmark = pytest.mark.stack
+
+KEYS = ["period_start", "indicator", "dimension_set"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def freshness_verdict(instance: DagsterInstance) -> AssetCheckEvaluation:
+    """A provisional refresh, then the provisional marts' freshness check, as the sensors do them."""
+    _sensor(provisional_kpi_sensor, instance)
+    result = _sensor(pipeline_freshness_sensor, instance)
+    return next(e for e in result.asset_events
+                if isinstance(e, AssetCheckEvaluation) and e.check_name == PROVISIONAL_CHECK)
+
+
+def _sensor(sensor_def, instance: DagsterInstance):
+    """One tick of a real sensor, with the code location's resources."""
+    with build_sensor_context(instance=instance, resources=resources()) as context:
+        return sensor_def(context)
+
+
+def _rows(settings, table: str, start: datetime, live: bool = False) -> pd.DataFrame:
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        frame = pd.read_sql_query(f"SELECT * FROM {table} WHERE period_start = %(s)s", conn, params={"s": start})
+    return frame.drop(columns=[c for c in ("published_at",) if c in frame.columns])
+
+
+def _received(settings, start: datetime) -> float:
+    """Contacts received in window `start` at the total, as a reader of the live view sees it."""
+    with psycopg.connect(settings.hrdv_dsn) as conn:
+        row = conn.execute(f"SELECT value, provisional FROM {catalog_sql.live_view('interactions')} "
+                           "WHERE period_start = %s AND indicator = 'contacts_received' AND dimension_set = 'total'",
+                           [start]).fetchone()
+    assert row is None or row[1], "a window still open was read as final"
+    return row[0] if row else 0.0
+
+
+def _wait_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - _now()).total_seconds()))
+
+
+def buffer_copied_after(settings, moment: datetime, timeout: float = 60) -> None:
+    """Wait until the ingestor's copy holds a heartbeat committed after `moment`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(settings.hrdv_dsn) as conn:
+            newest = conn.execute("SELECT newest_commit FROM provisional.loads WHERE entity = 'debezium_heartbeat'"
+                                  ).fetchone()
+        if newest and newest[0] and newest[0] > moment:
+            return
+        assert time.monotonic() < deadline, f"the ingestor copied nothing committed after {moment} in {timeout} s"
+        time.sleep(1)
+
+
+FIGURES = ["value", "numerator", "denominator", "rows"]
+
+
+def assert_same_series(family: str, final: pd.DataFrame, provisional_rows: pd.DataFrame) -> None:
+    """Every row of the final marts has its provisional twin with the same figures, and no more."""
+    keys = [c for c in final.columns if c not in FIGURES]
+    both = final.fillna({k: "\x01" for k in keys}).merge(
+        provisional_rows.fillna({k: "\x01" for k in keys}), on=keys, how="outer",
+        suffixes=("_final", "_provisional"), indicator=True)
+    differ = both["_merge"] != "both"
+    for figure in FIGURES:
+        a, b = both[f"{figure}_final"], both[f"{figure}_provisional"]
+        differ |= ~(((a - b).abs() <= 1e-6) | (a.isna() & b.isna()))
+    assert not differ.any(), (f"{family}: {int(differ.sum())} of {len(both)} rows differ:\n"
+                              f"{both[differ].head(12).to_string()}")
+
+
+def test_the_open_window_moves_provisional_then_the_final_marts_replace_it(stack) -> None:
+    settings = stack
+    instance = DagsterInstance.ephemeral()
+    with psycopg.connect(settings.crm_dsn) as conn:
+        conn.execute(ENGINEERS_SQL)
+    # A window of its own: the generator writes from its start to well before its end.
+    window = window_start(_now()) + WINDOW
+    _wait_until(window + timedelta(seconds=1))
+    behaviour = dataclasses.replace(scaled(Behaviour(), 1 / 600), reference_change_share=0.0)
+    writer = threading.Thread(target=live.run_live, kwargs=dict(
+        dsn=settings.crm_dsn, rate=40, duration=WINDOW.total_seconds() * 0.6, seed=31, behaviour=behaviour,
+        progress_every=600))
+    writer.start()
+    # Meanwhile staging catches up to the window: its final marts read every earlier row.
+    backfill(instance, key_of(reporting_windows.start), key_of(window - WINDOW), kpi=True)
+
+    seen = []
+    for offset in (0.3, 0.55):  # two refreshes while it is open: the values move
+        _wait_until(window + WINDOW * offset)
+        event = _sensor(provisional_kpi_sensor, instance)
+        materialization = event.asset_events[0]
+        assert isinstance(materialization, AssetMaterialization), event
+        assert materialization.metadata["open_window"].value == key_of(window)
+        assert materialization.metadata["staleness_seconds"].value <= 30
+        seen.append(_received(settings, window))
+    writer.join()
+    assert 0 < seen[0] < seen[1], f"the open window's contacts did not move: {seen}"
+
+    # Closed, everything buffered, not yet published: the last refresh is complete.
+    _wait_until(window + WINDOW + timedelta(seconds=1))
+    buffer_copied_after(settings, window + WINDOW)
+    done = provisional.refresh(psycopg.connect(settings.hrdv_dsn, autocommit=True), CATALOG, WINDOW,
+                               first=reporting_windows.start)
+    assert done is not None and window in done.windows
+    last = {f: _rows(settings, catalog_sql.provisional_table(f), window) for f in CATALOG.families}
+    assert len(last["interactions"]) > 0
+
+    backfill(instance, key_of(window), key_of(window), kpi=True)
+    for family, provisional_rows in last.items():
+        final = _rows(settings, catalog_sql.table(family, "window"), window)
+        assert _rows(settings, catalog_sql.provisional_table(family), window).empty, "provisional rows outlived the final"
+        assert_same_series(family, final, provisional_rows)
+        seen_live = _rows(settings, catalog_sql.live_view(family), window)
+        assert not seen_live["provisional"].any() and len(seen_live) == len(final), "a window read twice"
