@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
@@ -84,18 +85,47 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return settings.kafka_client("ingest", **{
         "group.id": settings.consumer_group,
         "client.id": "hrdv-ingest",
-        # Static membership: a restarted ingestor (after a crash) takes over its own partitions
-        # at once. As a dynamic member it waited for the dead member's session to expire (45 s,
-        # measured 42.5 s before ingestion resumed). One ingestor per group: chDB allows one
-        # process per data path anyway, and a second one with this id fences the first.
-        "group.instance.id": "hrdv-ingest",
+        # No group membership: the ingestor assigns itself every partition (assign_new_partitions),
+        # the group only keeps its offsets. One ingestor per group (chDB allows one process per
+        # data path anyway), so there is nothing to balance; a restarted ingestor resumes at once.
         "enable.auto.commit": False,          # offsets are committed only after the insert
         "auto.offset.reset": "earliest",      # a new group starts with the topic's first event
         "enable.partition.eof": False,
-        # The ingestor may start before Debezium has created its topics; look for them often
-        # (default 5 min) so the first events are not left waiting.
-        "topic.metadata.refresh.interval.ms": 5000,
     })
+
+
+ASSIGN_INTERVAL_S = 5.0  # how often to look for topics Debezium created since (a table's first row)
+
+
+def assign_new_partitions(consumer: Consumer, topics: Sequence[str]) -> int:
+    """Assign the partitions of `topics` that exist and are not assigned yet, from the group's
+    committed offsets (or the beginning: a new group reads each topic from its first event);
+    returns how many were added.
+
+    Manual assignment rather than a group subscription: a subscribed member (statically, as the
+    ingestor was) kept the group's first assignment, so a topic Debezium created later (a table's
+    first row, a new entity) was never consumed, not even after a restart, and the windows' barrier
+    waited for it for ever."""
+    metadata = consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
+    held = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    new = [TopicPartition(topic, partition) for topic in topics
+           if topic in metadata.topics and metadata.topics[topic].error is None
+           for partition in sorted(metadata.topics[topic].partitions) if (topic, partition) not in held]
+    if not new:
+        return 0
+    try:  # where to start, read here: a failed fetch is retried, never left to stall the partition
+        committed = consumer.committed(new, timeout=KAFKA_TIMEOUT_S)
+        failed = [tp for tp in committed if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0].error)
+    except KafkaException as error:
+        log.warning("committed offsets unavailable (%s); assigning later", error)
+        return 0
+    starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+              for tp in committed]
+    consumer.incremental_assign(starts)
+    log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in starts))
+    return len(starts)
 
 
 # --- one batch -----------------------------------------------------------------------------------
@@ -300,7 +330,8 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
     stats = IngestStats()
     progress = _Progress(log_interval)
     consumer = Consumer(consumer_config(settings))
-    consumer.subscribe(list(queues))
+    assign_new_partitions(consumer, list(queues))
+    assigned_at = time.monotonic()
     log.info("consuming %s as group %s into %s", ", ".join(queues), settings.consumer_group,
              settings.clickhouse_dsn)
     last_message = time.monotonic()
@@ -313,6 +344,9 @@ def run(settings: Settings | None = None, stop_event: threading.Event | None = N
             if not process_batch(consumer, messages, held, queues, stop, stats):
                 break
             copier.maybe_load(held.client)  # the open window's changes, for the provisional marts
+            if time.monotonic() - assigned_at >= ASSIGN_INTERVAL_S:
+                assign_new_partitions(consumer, list(queues))
+                assigned_at = time.monotonic()
             if held.hand_over_if_waited_for() and _too_big(stats):  # a Dagster run wanted chDB
                 break  # main() starts this program again in this process: memory back to a start
             progress.maybe_log(consumer, stats)
@@ -345,7 +379,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, request_stop)
     if run(stop_event=stop).renew and not stop.is_set():
         # Same pid (the stack's pid file stays true), fresh memory; the consumer has committed
-        # and closed, and static group membership lets the new one take over at once.
+        # and closed, and the new one assigns itself the same partitions at once.
         os.execv(sys.executable, [sys.executable, "-u", "-m", "hrdv.ingest"])
 
 

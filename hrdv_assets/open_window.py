@@ -65,11 +65,11 @@ provisional_spec = AssetSpec(
         "Предварительные показатели открытого окна / provisional KPI of the window still open (and of one "
         "just closed until its final run publishes it): every family's window marts computed by the same "
         "SQL as the final ones, from staging overlaid with the changes buffered since, into "
-        "mart.kpi_<family>_window_provisional. Read them through mart.kpi_<family>_window_live: each "
-        "window once, final when published, else flagged provisional. Refreshed by provisional_kpi_sensor "
+        "`mart.kpi_<family>_window_provisional`. Read them through `mart.kpi_<family>_window_live`: each "
+        "window once, final when published, else flagged provisional. Refreshed by `provisional_kpi_sensor` "
         "(every 10 s by default); each refresh is reported here as a materialisation."),
     metadata={"tables": MetadataValue.md("\n".join(
-        f"- mart.kpi_{f.name}_window_provisional, read through mart.kpi_{f.name}_window_live"
+        f"- `mart.kpi_{f.name}_window_provisional`, read through `mart.kpi_{f.name}_window_live`"
         for f in CATALOG.families.values()))},
     # The daemon's badge: no refresh for a minute is late, for two a failure (the check names why).
     freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(minutes=2),
@@ -83,7 +83,7 @@ health_spec = AssetSpec(
     description=("Свежесть конвейера / how fresh each stage is: the age in seconds of the newest CRM commit "
                  "(or window end) held by capture (Debezium's heartbeat in the CRM), Kafka, the ClickHouse "
                  "buffer, staging, the final marts and the provisional marts. Observed by "
-                 "pipeline_freshness_sensor every 30 s; the Plots tab charts each stage's age."),
+                 "`pipeline_freshness_sensor` every 30 s; the Plots tab charts each stage's age."),
 )
 
 

@@ -13,6 +13,7 @@ import time
 
 import psycopg
 import pytest
+from open_window_steps import ENGINEERS_SQL
 
 from hrdv import clickhouse
 from hrdv.crm import live
@@ -28,16 +29,6 @@ def _buffer_latest(dsn: str, first_id: int) -> dict[int, str | None]:
             "SELECT id, argMax(status, lsn) FROM hrdv.interactions_buffer "
             "WHERE id >= {first:Int64} GROUP BY id", parameters={"first": first_id}).result_rows
     return {int(i): status for i, status in rows}
-
-
-# The shared stack's CRM has customers but no staff: one engineer per service area lets the
-# generator open work orders.
-ENGINEERS_SQL = """
-INSERT INTO employees (full_name, role, region_code, service_area_code, specialisation, shift, hired_at)
-SELECT 'Инженер ' || sa.code, 'engineer', b.region_code, sa.code, 'internet', 'day', now()
-FROM service_areas AS sa JOIN branches AS b ON b.code = sa.branch_code
-WHERE NOT EXISTS (SELECT 1 FROM employees WHERE role = 'engineer')
-"""
 
 
 def _end_offset(kafka: KafkaResource, topic: str) -> int:

@@ -16,17 +16,16 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import psycopg
 import pytest
-from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance, build_sensor_context
-from recompute import backfill, resources
-from test_crm_live_pipeline import ENGINEERS_SQL
+from dagster import AssetMaterialization, DagsterInstance
+from open_window_steps import ENGINEERS_SQL, buffer_copied_after, sensor_tick
+from recompute import backfill
 
 from hrdv import catalog_sql, provisional
 from hrdv.crm import live
 from hrdv.crm.behaviour import Behaviour, scaled
 from hrdv_assets.kpi import CATALOG
-from hrdv_assets.open_window import PROVISIONAL_CHECK
 from partitions import WINDOW, key_of, reporting_windows, window_start
-from sensors.open_window import pipeline_freshness_sensor, provisional_kpi_sensor
+from sensors.open_window import provisional_kpi_sensor
 
 pytestmark = pytest.mark.stack
 
@@ -35,20 +34,6 @@ KEYS = ["period_start", "indicator", "dimension_set"]
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def freshness_verdict(instance: DagsterInstance) -> AssetCheckEvaluation:
-    """A provisional refresh, then the provisional marts' freshness check, as the sensors do them."""
-    _sensor(provisional_kpi_sensor, instance)
-    result = _sensor(pipeline_freshness_sensor, instance)
-    return next(e for e in result.asset_events
-                if isinstance(e, AssetCheckEvaluation) and e.check_name == PROVISIONAL_CHECK)
-
-
-def _sensor(sensor_def, instance: DagsterInstance):
-    """One tick of a real sensor, with the code location's resources."""
-    with build_sensor_context(instance=instance, resources=resources()) as context:
-        return sensor_def(context)
 
 
 def _rows(settings, table: str, start: datetime, live: bool = False) -> pd.DataFrame:
@@ -69,19 +54,6 @@ def _received(settings, start: datetime) -> float:
 
 def _wait_until(moment: datetime) -> None:
     time.sleep(max(0.0, (moment - _now()).total_seconds()))
-
-
-def buffer_copied_after(settings, moment: datetime, timeout: float = 60) -> None:
-    """Wait until the ingestor's copy holds a heartbeat committed after `moment`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(settings.hrdv_dsn) as conn:
-            newest = conn.execute("SELECT newest_commit FROM provisional.loads WHERE entity = 'debezium_heartbeat'"
-                                  ).fetchone()
-        if newest and newest[0] and newest[0] > moment:
-            return
-        assert time.monotonic() < deadline, f"the ingestor copied nothing committed after {moment} in {timeout} s"
-        time.sleep(1)
 
 
 FIGURES = ["value", "numerator", "denominator", "rows"]
@@ -106,21 +78,25 @@ def test_the_open_window_moves_provisional_then_the_final_marts_replace_it(stack
     instance = DagsterInstance.ephemeral()
     with psycopg.connect(settings.crm_dsn) as conn:
         conn.execute(ENGINEERS_SQL)
-    # A window of its own: the generator writes from its start to well before its end.
-    window = window_start(_now()) + WINDOW
-    _wait_until(window + timedelta(seconds=1))
+    # A window of its own: the generator writes from (nearly) its start to well before its end, so
+    # nothing after the window changes its figures.
+    window = window_start(_now())
+    if window + WINDOW - _now() < WINDOW * 0.75:  # too little of this one is left: the next one
+        window += WINDOW
+        _wait_until(window + timedelta(seconds=1))
     behaviour = dataclasses.replace(scaled(Behaviour(), 1 / 600), reference_change_share=0.0)
     writer = threading.Thread(target=live.run_live, kwargs=dict(
-        dsn=settings.crm_dsn, rate=40, duration=WINDOW.total_seconds() * 0.6, seed=31, behaviour=behaviour,
-        progress_every=600))
+        dsn=settings.crm_dsn, rate=40, duration=(window + WINDOW * 0.8 - _now()).total_seconds(), seed=31,
+        behaviour=behaviour, progress_every=600))
     writer.start()
+    began = _now()
     # Meanwhile staging catches up to the window: its final marts read every earlier row.
     backfill(instance, key_of(reporting_windows.start), key_of(window - WINDOW), kpi=True)
 
     seen = []
-    for offset in (0.3, 0.55):  # two refreshes while it is open: the values move
-        _wait_until(window + WINDOW * offset)
-        event = _sensor(provisional_kpi_sensor, instance)
+    for after in (timedelta(seconds=8), timedelta(seconds=14)):  # two refreshes while it is open: the values move
+        _wait_until(max(_now(), began) + after)
+        event = sensor_tick(provisional_kpi_sensor, instance)
         materialization = event.asset_events[0]
         assert isinstance(materialization, AssetMaterialization), event
         assert materialization.metadata["open_window"].value == key_of(window)

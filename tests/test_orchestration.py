@@ -420,3 +420,34 @@ def test_late_changes_to_two_windows_far_apart_recompute_those_two(dagster: Dags
         run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION))
     assert materialized == expected
     _assert_mart_exact(settings, set(expected))
+
+
+# --- the open window, from the daemon ------------------------------------------------------------------
+def test_the_daemon_refreshes_the_open_window_and_judges_freshness(dagster: Dagster) -> None:
+    """The sensors' route: provisional_kpi_sensor's refreshes are materialisations of
+    mart/kpi_provisional, pipeline_freshness_sensor observes ops/pipeline_health and evaluates both
+    freshness checks, all in the daemon without a run."""
+    from dagster import AssetCheckKey
+
+    from hrdv_assets.kpi import PUBLICATIONS_KEY
+    from hrdv_assets.open_window import FINAL_CHECK, HEALTH_KEY, PROVISIONAL_CHECK, PROVISIONAL_KEY
+
+    instance, began = dagster.instance, time.time()
+
+    def refreshed():
+        event = instance.get_latest_materialization_event(PROVISIONAL_KEY)
+        return event if event and event.timestamp > began else None
+
+    event = faults.wait_for(refreshed, 60, "a provisional refresh reported by the daemon's sensor", every=1)
+    metadata = event.asset_materialization.metadata
+    assert metadata["open_window"].value == key_of(_now()) or metadata["open_window"].value == key_of(_now() - WINDOW)
+    assert not event.run_id, "a refresh is reported by the sensor, not by a run"
+    observed = instance.fetch_observations(HEALTH_KEY, limit=1).records
+    assert observed and "buffer_age_seconds" in observed[0].asset_observation.metadata
+    for key in (AssetCheckKey(PUBLICATIONS_KEY, FINAL_CHECK), AssetCheckKey(PROVISIONAL_KEY, PROVISIONAL_CHECK)):
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+        assert history, f"{key.to_user_string()} was never evaluated"
+    crm_runs = instance.get_runs(RunsFilter(job_name="crm_windows"), limit=20)
+    assert crm_runs and all(not r.asset_check_selection or not any(
+        c.name in (FINAL_CHECK, PROVISIONAL_CHECK) for c in r.asset_check_selection) for r in crm_runs), \
+        "a window run executed the freshness checks (the sensor evaluates them)"

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
+from open_window_steps import buffer_copied_after, freshness_verdict
 
 from hrdv import generator
 from hrdv.cli import _spawn_python
@@ -26,7 +27,6 @@ from hrdv_assets.interactions import MART_KEY
 from partitions import WINDOW, key_of, reporting_windows, window_of
 from resources.kafka import KafkaResource
 from sensors.kafka_lag import run_windows
-from test_open_window import buffer_copied_after, freshness_verdict
 
 pytestmark = pytest.mark.stack
 
