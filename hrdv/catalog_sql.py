@@ -341,9 +341,7 @@ def ddl(catalog: Catalog) -> str:
         parts.append(_ENV.get_template("mart_tables.sql.j2").render(
             family=family, grains=GRAINS, dimensions=family.used_dimensions, table=table,
             catalog=catalog))
-        parts.append(_ENV.get_template("staging_indexes.sql.j2").render(
-            family=family, entity=family.entity, events=family.spec.events.values(),
-            open_span=open_span, as_of_histories=_as_of_histories(family)))
+        parts.append(_staging_indexes(family, "staging"))
     parts.append(provisional_ddl(catalog))
     for grain in ("window", "day"):
         parts.append(_ENV.get_template("bottlenecks.sql.j2").render(
@@ -379,11 +377,20 @@ def provisional_ddl(catalog: Catalog) -> str:
     for family in catalog.families.values():
         entity = family.entity
         parts.append(entity_sql.provisional_table_ddl(entity) + ";")
+        parts.append(_staging_indexes(family, "provisional"))
         parts.append(_ENV.get_template("provisional.sql.j2").render(
             family=family, entity=entity, key=entity.key, columns=entity_sql.staged_columns(entity),
             dimensions=family.used_dimensions, final=table(family, "window"),
             provisional=provisional_table(family), live=live_view(family)))
     return "\n".join(parts)
+
+
+def _staging_indexes(family: Family, schema: str) -> str:
+    """The indexes the family's compute reads its fact table by, in staging or in its provisional
+    copy (whose correlated lookups, e.g. a customer's earlier contacts, need them as much)."""
+    return _ENV.get_template("staging_indexes.sql.j2").render(
+        family=family, entity=family.entity, events=family.spec.events.values(), open_span=open_span,
+        schema=schema, as_of_histories=_as_of_histories(family) if schema == "staging" else [])
 
 
 def _as_of_histories(family: Family) -> list[entities.Entity]:

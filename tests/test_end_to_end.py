@@ -124,7 +124,7 @@ def test_interactions_flow_into_the_mart(stack) -> None:
     driver.tick()  # the first heartbeat seen predates every generated change
     began = datetime.now(timezone.utc)
     writer = threading.Thread(
-        target=generator.run, kwargs={"dsn": settings.crm_dsn, "rate": 60, "duration": 75, "seed": 7,
+        target=generator.run, kwargs={"dsn": settings.crm_dsn, "rate": 75, "duration": 61, "seed": 7,
                                       "progress_every": 30}
     )
     writer.start()

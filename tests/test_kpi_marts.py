@@ -233,6 +233,91 @@ def test_window_queries_read_fact_tables_through_indexes_only(day) -> None:
     assert not seq_scans, f"sequential scans of fact tables: {seq_scans}"
 
 
+# --- the open window --------------------------------------------------------------------------------
+def _window_rows(conn: psycopg.Connection, table: str, window: datetime) -> dict[tuple, tuple]:
+    """A window's rows of a mart (or its provisional table): key columns -> figures."""
+    cur = conn.execute(f"SELECT * FROM {table} WHERE period_start = %s", [window])
+    names = [c.name for c in cur.description]
+    figures = [names.index(n) for n in ("value", "numerator", "denominator", "rows")]
+    keys = [i for i, n in enumerate(names) if i not in figures and n != "published_at"]
+    return {tuple(row[i] for i in keys): tuple(row[i] for i in figures) for row in cur.fetchall()}
+
+
+def _same_figures(got: dict[tuple, tuple], expected: dict[tuple, tuple]) -> bool:
+    """The same rows with the same figures, up to the float sums' order of addition."""
+    return got.keys() == expected.keys() and all(
+        all(a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
+            for a, b in zip(got[k], expected[k])) for k in expected)
+
+
+def test_provisional_marts_are_the_final_sql_over_the_overlay_and_give_way_to_the_final(day) -> None:
+    """The open window's compute is the final one over staging overlaid with provisional.<fact>:
+    with nothing buffered since, it equals the published window; a change buffered since moves it;
+    the final publication removes it; the live view never shows a window twice."""
+    from hrdv import provisional
+
+    _, mirror, catalog = day
+    window = WINDOWS[60]
+    params = {"starts": [window], "ends": [window + WINDOW]}
+    relations = catalog_sql.provisional_relations(catalog)
+
+    def refresh(conn: psycopg.Connection, family) -> None:
+        target = catalog_sql.provisional_table(family)
+        for statement in catalog_sql.statements(catalog_sql.compute_sql(catalog, family, "window", target=target,
+                                                                        relations=relations)):
+            conn.execute(statement, params)
+
+    with psycopg.connect(mirror) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        for family in catalog.families.values():
+            refresh(conn, family)
+            final = _window_rows(conn, catalog_sql.table(family, "window"), window)
+            assert final and _same_figures(_window_rows(conn, catalog_sql.provisional_table(family), window), final), \
+                family.name
+            shown = conn.execute(f"SELECT count(*), bool_or(provisional) FROM {catalog_sql.live_view(family)} "
+                                 "WHERE period_start = %s", [window]).fetchone()
+            assert shown == (len(final), False), f"{family.name}: the live view shows a published window twice"
+        # Buffered since: the window's first contact deleted (a newer version in provisional.interactions).
+        victim, lsn = conn.execute(
+            "SELECT id, lsn FROM staging.interactions WHERE created_at >= %s AND created_at < %s AND NOT is_deleted "
+            "ORDER BY created_at LIMIT 1", [window, window + WINDOW]).fetchone()
+        conn.execute("INSERT INTO provisional.interactions (id, is_deleted, lsn, committed_at) "
+                     "VALUES (%s, true, %s, now())", [victim, lsn + 1])
+        interactions = catalog.families["interactions"]
+        refresh(conn, interactions)
+        received = {table: conn.execute(
+            f"SELECT value FROM {table} WHERE period_start = %s AND indicator = 'contacts_received' "
+            "AND dimension_set = 'total'", [window]).fetchone()[0]
+            for table in (catalog_sql.table(interactions, "window"), catalog_sql.provisional_table(interactions))}
+        assert received[catalog_sql.provisional_table(interactions)] == received[catalog_sql.table(interactions, "window")] - 1
+        # The final publication's transaction replaces the window's provisional rows.
+        with conn.cursor() as cur:
+            provisional.replace_with_final(cur, catalog, [window])
+        for family in catalog.families.values():
+            assert not _window_rows(conn, catalog_sql.provisional_table(family), window), family.name
+        conn.rollback()
+
+
+def test_the_provisional_compute_reads_staging_through_indexes_only(day) -> None:
+    """Through the overlay the fact tables of staging are still read by index (the provisional
+    copies, a few minutes of changes, may be scanned)."""
+    _, mirror, catalog = day
+    relations = catalog_sql.provisional_relations(catalog)
+    seq_scans = []
+    with psycopg.connect(mirror) as conn:
+        conn.execute("SET enable_seqscan = off")
+        params = {"starts": [WINDOWS[60]], "ends": [WINDOWS[60] + WINDOW]}
+        for family in catalog.families.values():
+            script = catalog_sql.compute_sql(catalog, family, "window", target=catalog_sql.provisional_table(family),
+                                             relations=relations)
+            for statement in catalog_sql.statements(script):
+                plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (VERBOSE) " + statement, params))
+                seq_scans += [(family.name, line.strip()) for line in plan.splitlines()
+                              if "Seq Scan on staging." in line and any(f"staging.{t} " in line for t in FACTS)]
+        conn.rollback()
+    assert not seq_scans, f"sequential scans of staging's fact tables through the overlay: {seq_scans}"
+
+
 # --- bottlenecks ------------------------------------------------------------------------------------
 INCIDENT_SQL = """
 INSERT INTO staging.interactions (id, customer_id, channel_code, region_code, topic_code, queue_code,
