@@ -144,9 +144,11 @@ def cpu_seconds(settings) -> dict[str, float]:
         try:
             proc = psutil.Process(pid)
             total = 0.0
-            for p in [proc, *proc.children(recursive=True)]:
+            times = proc.cpu_times()  # children it waited for (ended backends, run workers) included
+            total += times.user + times.system + times.children_user + times.children_system
+            for child in proc.children(recursive=True):
                 try:
-                    times = p.cpu_times()
+                    times = child.cpu_times()
                     total += times.user + times.system
                 except psutil.NoSuchProcess:
                     pass

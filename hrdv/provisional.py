@@ -107,6 +107,7 @@ class Loader:
         self._work: queue.Queue = queue.Queue(maxsize=1)
         self._ready = threading.Event()  # the watermarks are known
         self._last = 0.0
+        self._reported = time.monotonic()
         self._thread: threading.Thread | None = None
 
     @property
@@ -146,9 +147,22 @@ class Loader:
             log.warning("reading the buffer for the provisional copy failed: %s", error)
             return False
         self.stats.read_s.append(time.perf_counter() - began)
+        self._report()
         newest_heartbeat = datetime.fromtimestamp(heartbeat / 1000, tz=timezone.utc) if heartbeat else None
         self._work.put((reads, newest_heartbeat))
         return True
+
+    def _report(self, every_s: float = 60.0) -> None:
+        """A line a minute: what the copy did and how long ingestion paused for its reads."""
+        if time.monotonic() - self._reported < every_s:
+            return
+        reads = sorted(self.stats.read_s)
+        if reads:
+            log.info("provisional copy: %d loads, %d rows, %d failures; buffer reads p50 %.0f ms, max %.0f ms "
+                     "(n=%d)", self.stats.loads, self.stats.rows, self.stats.failures,
+                     1000 * reads[len(reads) // 2], 1000 * reads[-1], len(reads))
+        self.stats.read_s.clear()
+        self._reported = time.monotonic()
 
     def _read(self, client: Any, entity: Entity, since: datetime) -> Read:
         start = (since - timedelta(seconds=REREAD_S)).strftime("%Y-%m-%d %H:%M:%S.%f")
