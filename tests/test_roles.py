@@ -137,6 +137,7 @@ def test_writer_writes_staging_and_marts_but_no_schema(stack: Settings) -> None:
     with psycopg.connect(stack.hrdv_dsn) as conn:
         conn.execute("DELETE FROM mart.interaction_kpi WHERE window_start < '1900-01-01'")
         conn.execute("UPDATE staging.interactions SET status = status WHERE id = -1")
+        conn.execute("DELETE FROM provisional.interactions WHERE id = -1")  # the ingestor's copy
         conn.execute("CREATE TEMP TABLE scratch (id int) ON COMMIT DROP")
         conn.rollback()
     for statement in ("CREATE TABLE staging.scratch (id int)", "DROP TABLE mart.interaction_kpi",
@@ -148,7 +149,9 @@ def test_writer_writes_staging_and_marts_but_no_schema(stack: Settings) -> None:
 def test_reporting_reads_marts_only(stack: Settings) -> None:
     with psycopg.connect(stack.reporting_dsn) as conn:
         conn.execute("SELECT count(*) FROM mart.interaction_kpi").fetchone()
+        conn.execute("SELECT count(*) FROM mart.kpi_interactions_window_live").fetchone()  # final + provisional
     for statement in ("SELECT count(*) FROM staging.interactions",
+                      "SELECT count(*) FROM provisional.interactions",
                       "DELETE FROM mart.interaction_kpi",
                       "INSERT INTO mart.interaction_kpi (window_start) VALUES (now())",
                       "CREATE TEMP TABLE scratch (id int)"):
