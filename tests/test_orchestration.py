@@ -125,6 +125,9 @@ class Dagster:
 @pytest.fixture(scope="module")
 def dagster(stack: Settings) -> Iterator[Dagster]:
     os.environ["HRDV_COMPLETE_WAIT_S"] = "5"  # the runs refuse an incomplete window after 5 s
+    # The open window's refresh is tested in test_open_window.py; here its route only (the last
+    # test), so it ticks less often beside the runs these tests time.
+    os.environ["HRDV_PROVISIONAL_REFRESH_S"] = "30"
     start_dagster(stack)
     try:
         yield Dagster(stack, DagsterApi(stack).instance(), faults.Writer(stack, RATE))
@@ -132,6 +135,7 @@ def dagster(stack: Settings) -> Iterator[Dagster]:
         for name in ("dagster-daemon", "dagster-webserver"):
             process.stop(name, stack)
         os.environ.pop("HRDV_COMPLETE_WAIT_S", None)
+        os.environ.pop("HRDV_PROVISIONAL_REFRESH_S", None)
 
 
 def _now() -> datetime:
