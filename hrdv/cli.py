@@ -334,7 +334,7 @@ def _freshness(settings: Settings, kafka) -> None:
         return
     click.echo(f"{'freshness':18} newest CRM commit (or window end) each stage holds, and its age:")
     for name, stage in found.items():
-        click.echo(f"{'':18}   {stage.describe():48} {provisional.STAGES[name]}")
+        click.echo(f"{'':18}   {stage.describe():54} {provisional.STAGES[name]}")
 
 
 @main.command()
