@@ -175,8 +175,9 @@ class Loader:
         return Read(entity, columns, rows, newest)
 
     def _initial_watermarks(self) -> dict[str, datetime]:
-        """Where each entity's copy starts: the newest change staged, but no earlier than the
-        window before the open one (older changes are the final runs' business)."""
+        """Where each entity's copy starts: the newest change an earlier ingestor copied
+        (provisional.loads), but no earlier than the window before the open one (older changes are
+        the final runs' business)."""
         floor = window_start(datetime.now(timezone.utc), self.window) - self.window
         marks = {}
         with psycopg.connect(self.dsn, autocommit=True) as conn:
