@@ -11,7 +11,14 @@ PostgreSQL logins, one per job (least privilege; the grants are in sql/*/grants*
 - reporting (HRDV_REPORTING_USER): SELECT on the marts, for dashboards;
 - Dagster (HRDV_DAGSTER_PG_USER): owns only the `dagster` database (run and event storage);
 - source reader (HRDV_SOURCE_READER_USER): SELECT on the captured CRM tables, for the drift check
-  and `hrdv resync` (in production, point HRDV_SOURCE_DSN at a CRM standby).
+  and `hrdv resync` (in production, point HRDV_SOURCE_DSN at a CRM standby);
+- Superset (HRDV_SUPERSET_PG_USER, `hrdv_superset`): owns only the `superset` database (Superset's
+  own metadata: users, charts, dashboards); the dashboards read the marts as the reporting login.
+Apache Superset (hrdv/stack/superset.py):
+- admin (HRDV_SUPERSET_ADMIN_USER, `admin`): Superset's administrator, who logs in to the UI and
+  applies the dashboards; its password is re-set from HRDV_SUPERSET_ADMIN_PASSWORD at bootstrap;
+- HRDV_SUPERSET_SECRET_KEY signs Superset's sessions and encrypts the database passwords it stores:
+  changing it makes the stored passwords unreadable.
 Kafka principals (SASL/SCRAM-SHA-512; the ACLs are in hrdv/stack/kafka_access.py):
 - admin (HRDV_KAFKA_ADMIN_USER): super user; creates the other principals and the ACLs, and is
   the broker's inter-broker login;
@@ -34,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from filelock import FileLock
 
@@ -79,6 +87,7 @@ class Settings:
     kafka_controller_port: int
     connect_port: int
     dagster_port: int
+    superset_port: int
     pg_user: str
     pg_password: str = field(repr=False)
     clickhouse_dsn: str
@@ -92,6 +101,9 @@ class Settings:
     reporting: Login = Login("hrdv_reporting")
     dagster: Login = Login("hrdv_dagster")
     source_reader: Login = Login("hrdv_source_reader")
+    superset: Login = Login("hrdv_superset")  # PostgreSQL: owner of the `superset` database
+    superset_admin: Login = Login("admin")    # Superset's administrator account
+    superset_secret_key: str = field(default="", repr=False)
     kafka_security_protocol: str = "SASL_PLAINTEXT"
     kafka_ca_file: str = ""  # PEM bundle that signed the brokers' certificates (SASL_SSL)
     kafka_logins: dict[str, Login] = field(default_factory=dict, repr=False, hash=False)
@@ -151,6 +163,28 @@ class Settings:
         """The marts, read-only: what dashboards (Superset) connect with."""
         return self.pg_dsn("hrdv", self.reporting)
 
+    def sqlalchemy_uri(self, database: str, login: Login | None = None, password: str | None = None) -> str:
+        """SQLAlchemy URL (psycopg2) of a database here, as Superset connects: as the owner unless
+        another login is given; `password` replaces the login's (e.g. Superset's mask XXXXXXXXXX)."""
+        login = login or self.owner
+        secret = quote(login.password if password is None else password, safe="")
+        return (f"postgresql+psycopg2://{quote(login.user, safe='')}:{secret}"
+                f"@127.0.0.1:{self.pg_port}/{database}")
+
+    @property
+    def superset_metadata_uri(self) -> str:
+        """Superset's own metadata database, as its login (hrdv/stack/superset.py)."""
+        return self.sqlalchemy_uri("superset", self.superset)
+
+    @property
+    def superset_url(self) -> str:
+        return f"http://127.0.0.1:{self.superset_port}"
+
+    @property
+    def superset_home(self) -> Path:
+        """Superset's data folder (SUPERSET_HOME) and its bootstrap stamp."""
+        return self.home / "superset"
+
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
@@ -199,6 +233,7 @@ class Settings:
             HRDV_KAFKA_CONTROLLER_PORT=str(self.kafka_controller_port),
             HRDV_CONNECT_PORT=str(self.connect_port),
             HRDV_DAGSTER_PORT=str(self.dagster_port),
+            HRDV_SUPERSET_PORT=str(self.superset_port),
             HRDV_PG_USER=self.pg_user,
             HRDV_DAGSTER_PG_USER=self.dagster.user,
             HRDV_DAGSTER_PG_PASSWORD=self.dagster.password,
@@ -292,7 +327,7 @@ def _kafka_protocol() -> str:
     return value
 
 
-def _password(home: Path, variable: str) -> str:
+def _password(home: Path, variable: str, nbytes: int = 18) -> str:
     """$variable if set, else its line in $HRDV_HOME/secrets.env, generated there if missing.
 
     Under a file lock: the processes of a stack may load their settings at the same moment, and
@@ -307,7 +342,7 @@ def _password(home: Path, variable: str) -> str:
         stored = _read_env_file(secrets_file).get(variable)
         if stored:
             return stored
-        generated = secrets.token_urlsafe(18)
+        generated = secrets.token_urlsafe(nbytes)
         secrets_file.touch(mode=0o600)
         secrets_file.chmod(0o600)
         with open(secrets_file, "a") as out:
@@ -335,6 +370,7 @@ def load() -> Settings:
         kafka_controller_port=_int_env("HRDV_KAFKA_CONTROLLER_PORT", base + 93),
         connect_port=_int_env("HRDV_CONNECT_PORT", base + 83),
         dagster_port=_int_env("HRDV_DAGSTER_PORT", base + 30),
+        superset_port=_int_env("HRDV_SUPERSET_PORT", base + 88),
         pg_user=_env("HRDV_PG_USER", "hrdv"),
         pg_password=_password(home, "HRDV_PG_PASSWORD"),
         clickhouse_dsn=_env("HRDV_CLICKHOUSE_DSN", f"chdb://{home / 'clickhouse'}"),
@@ -348,6 +384,10 @@ def load() -> Settings:
         reporting=_login(home, "REPORTING", "hrdv_reporting"),
         dagster=_login(home, "DAGSTER_PG", "hrdv_dagster"),
         source_reader=_login(home, "SOURCE_READER", "hrdv_source_reader"),
+        superset=_login(home, "SUPERSET_PG", "hrdv_superset"),
+        superset_admin=_login(home, "SUPERSET_ADMIN", "admin"),
+        # 42 random bytes, as Superset's documentation asks (`openssl rand -base64 42`).
+        superset_secret_key=_password(home, "HRDV_SUPERSET_SECRET_KEY", nbytes=42),
         kafka_security_protocol=_kafka_protocol(),
         kafka_ca_file=_kafka_ca_file(home, _kafka_protocol()),
         kafka_logins={name: _login(home, f"KAFKA_{name.upper()}", user)

@@ -210,8 +210,11 @@ def bootstrap(settings: Settings) -> None:
         _ensure_database(conn, "crm", settings.pg_user)
         _ensure_database(conn, "hrdv", settings.pg_user)
         _ensure_database(conn, "dagster", settings.dagster.user)
+        # Superset's metadata (users, charts, dashboards), owned by Superset's login alone.
+        _ensure_database(conn, "superset", settings.superset.user)
         # crm and hrdv get theirs from their grants files; PUBLIC may connect anywhere by default.
         conn.execute("REVOKE ALL ON DATABASE dagster FROM PUBLIC")
+        conn.execute("REVOKE ALL ON DATABASE superset FROM PUBLIC")
     with admin_connect(settings, "dagster") as conn:
         _hand_over_tables(conn, settings.dagster.user)
     with psycopg.connect(settings.crm_dsn, autocommit=True) as conn:
@@ -235,6 +238,7 @@ def _roles(settings: Settings) -> list[tuple[Login, str]]:
         (settings.writer, "LOGIN NOREPLICATION"),
         (settings.reporting, "LOGIN NOREPLICATION"),
         (settings.dagster, "LOGIN NOREPLICATION"),
+        (settings.superset, "LOGIN NOREPLICATION"),
         (settings.source_reader, "LOGIN NOREPLICATION"),
     ]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hrdv.settings import Settings
-from hrdv.stack import connect, kafka, postgres, process
+from hrdv.stack import connect, kafka, postgres, process, superset
 
 # A connector is UNASSIGNED for a moment after every (re)registration and worker start; only one
 # that stays so is stuck (a lost assignment waiting for scheduled.rebalance.max.delay.ms).
@@ -149,6 +149,14 @@ def _webserver_healthy(settings: Settings) -> tuple[bool, str]:
     return running, f"{detail}, http://127.0.0.1:{settings.dagster_port}"
 
 
+def _superset_healthy(settings: Settings) -> tuple[bool, str]:
+    """gunicorn runs, its port is open and /health answers OK."""
+    health = superset.health(settings)
+    if not health["up"]:
+        return False, health["error"]
+    return True, f"pid {health['pid']}, {health['url']}"
+
+
 class ConnectorDoctor:
     """Probes the connector and heals it when it is stuck; each action is printed.
 
@@ -217,9 +225,11 @@ SERVICE_NEEDS = {"generator": ("stores",), "dagster-daemon": ("postgres",),
 
 
 def plan_for(settings: Settings, *, init_stores: Callable[[], None],
-             spawn: Callable[[str], None], services: list[str]) -> Plan:
+             spawn: Callable[[str], None], services: list[str], with_superset: bool = False) -> Plan:
     """The components of `up` in start order, with their probes. `spawn(name)` starts the
-    detached service `name` (one of `services`: ingestor, generator, dagster-*) if it is down."""
+    detached service `name` (one of `services`: ingestor, generator, dagster-*) if it is down.
+    `with_superset` adds Superset (the dashboards) last: its first start bootstraps its metadata
+    for about 20 s, which should not hold up the pipeline's services."""
     plan = Plan([])
 
     def put_connector() -> str:
@@ -251,6 +261,11 @@ def plan_for(settings: Settings, *, init_stores: Callable[[], None],
                   needs=("connect", "stores")),
         *(service(name) for name in services),
     ]
+    if with_superset:
+        plan.components.append(
+            Component("superset", lambda: _already(lambda: superset.running(settings),
+                                                   lambda: superset.start(settings)),
+                      lambda: _superset_healthy(settings), needs=("postgres",)))
     return plan
 
 
