@@ -67,6 +67,9 @@ class Target(Strict):
 class Dimension(Strict):
     names: Names
     reference: str | None = None  # the staged entity whose key every value must be
+    within: str | None = None  # the coarser dimension a value belongs to (a branch's region), for reports
+    within_key: str | None = None  # the reference's column holding that coarser key (region_code)
+    labels: dict[str, str] = {}  # Russian names of the values of a dimension without a reference
 
     @field_validator("reference")
     @classmethod

@@ -347,7 +347,97 @@ def ddl(catalog: Catalog) -> str:
         parts.append(_ENV.get_template("bottlenecks.sql.j2").render(
             grain=grain, bottlenecks=catalog.bottlenecks.bottlenecks, usual=catalog.bottlenecks.usual,
             table=table, additive=_zero_when_absent(catalog)))
+    parts.append(reports_ddl(catalog))
     return "\n".join(parts)
+
+
+# --- the dashboards' views --------------------------------------------------------------------------
+REPORT_GRAINS = ("window", "day")
+
+
+def report_view(family: Family | str, grain: str) -> str:
+    """What the dashboards read of a family: mart.report_<family>_<window|day|today>."""
+    return f"mart.report_{family if isinstance(family, str) else family.name}_{grain}"
+
+
+@dataclass(frozen=True)
+class ReportDimension:
+    name: str
+    code: str   # SQL of the value's key (a branch row's region: the branch's region)
+    label: str  # SQL of its Russian name
+
+
+@dataclass(frozen=True)
+class ReportJoin:
+    alias: str
+    table: str
+    key: str
+    on: str
+
+
+def _territory_depth(catalog: Catalog, name: str) -> int:
+    within = catalog.dimensions[name].within
+    return 0 if within is None else 1 + _territory_depth(catalog, within)
+
+
+def report_dimensions(catalog: Catalog, family: Family) -> tuple[list[ReportDimension], list[ReportJoin]]:
+    """Each dimension of the family's marts and the coarser territories they lie within, with the
+    SQL of its key and Russian name, and the reference joins that give them (finest first, since
+    a coarser key is read from the finer reference: a branch's region_code)."""
+    used = set(family.used_dimensions)
+    scope = set(used)
+    for name in used:
+        while (name := catalog.dimensions[name].within) is not None:
+            scope.add(name)
+    order = sorted(scope, key=lambda n: (-_territory_depth(catalog, n), n))
+    codes: dict[str, str] = {}
+    dims: list[ReportDimension] = []
+    joins: list[ReportJoin] = []
+    for name in order:
+        spec = catalog.dimensions[name]
+        finer = [f"d_{child}.{catalog.dimensions[child].within_key}" for child in order
+                 if catalog.dimensions[child].within == name and child in codes]
+        parts = ([f"m.{name}"] if name in used else []) + finer
+        codes[name] = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+        if spec.reference:
+            joins.append(ReportJoin(f"d_{name}", spec.reference, entities.entity(spec.reference).key, codes[name]))
+            label = f"coalesce(d_{name}.name, {codes[name]})"
+        elif spec.labels:
+            cases = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in spec.labels.items())
+            label = f"CASE {codes[name]} {cases} ELSE {codes[name]} END"
+        else:
+            label = codes[name]
+        dims.append(ReportDimension(name, codes[name], label))
+    return sorted(dims, key=lambda d: d.name), joins
+
+
+def reports_ddl(catalog: Catalog) -> str:
+    """The views the dashboards read: per family, its window marts (final and provisional) and
+    day marts (with the day and week before) with Russian names and Moscow time, and today so far."""
+    parts = []
+    for family in catalog.families.values():
+        dims, joins = report_dimensions(catalog, family)
+        codes = {d.name: d.code for d in dims}
+        parts.append(_ENV.get_template("reports.sql.j2").render(
+            family=family, dims=dims, joins=joins, tz=REPORTING_TZ.key, live=live_view(family),
+            sources=[("window", live_view(family)), ("day", f"{table(family, 'day')}_compared")],
+            has_region="region" in codes, region_code=codes.get("region", "")))
+    keys = {name: entities.entity(spec.reference).key for name, spec in catalog.dimensions.items() if spec.reference}
+    parts.append(_ENV.get_template("reports_shared.sql.j2").render(
+        dimensions=[(n, s) for n, s in catalog.dimensions.items() if s.reference or s.labels], keys=keys,
+        bottlenecks=catalog.bottlenecks.bottlenecks, tz=REPORTING_TZ.key, stages=STAGE_NAMES.items()))
+    return "\n".join(parts)
+
+
+# The pipeline's stages in order, as the engineers' dashboard names them (hrdv.provisional.STAGES).
+STAGE_NAMES = {
+    "capture": "захват в CRM (Debezium)",
+    "kafka": "Kafka",
+    "buffer": "буфер ClickHouse",
+    "staging": "операционное хранилище (staging)",
+    "final": "окончательные витрины",
+    "provisional": "предварительные витрины открытого окна",
+}
 
 
 def provisional_table(family: Family | str) -> str:

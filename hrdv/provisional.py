@@ -108,6 +108,7 @@ class Loader:
         self._ready = threading.Event()  # the watermarks are known
         self._last = 0.0
         self._reported = time.monotonic()
+        self._dead_counted = 0.0
         self._thread: threading.Thread | None = None
 
     @property
@@ -142,6 +143,7 @@ class Loader:
         try:
             reads = [self._read(client, entity, marks[entity.name]) for entity in self.entities]
             heartbeat = client.query("SELECT max(committed_ms) FROM hrdv.source_heartbeats").result_rows[0][0]
+            dead = self._count_dead_letters(client)
         except Exception as error:  # noqa: BLE001 - the copy is best effort: ingestion goes on
             self.stats.failures += 1
             log.warning("reading the buffer for the provisional copy failed: %s", error)
@@ -149,8 +151,17 @@ class Loader:
         self.stats.read_s.append(time.perf_counter() - began)
         self._report()
         newest_heartbeat = datetime.fromtimestamp(heartbeat / 1000, tz=timezone.utc) if heartbeat else None
-        self._work.put((reads, newest_heartbeat))
+        self._work.put((reads, newest_heartbeat, dead))
         return True
+
+    def _count_dead_letters(self, client: Any, every_s: float = 60.0) -> list[tuple] | None:
+        """Dead letters per topic and reason, once a minute (None between): for the engineers'
+        dashboard, which reads PostgreSQL only (mart.dead_letter_counts)."""
+        if time.monotonic() - self._dead_counted < every_s:
+            return None
+        self._dead_counted = time.monotonic()
+        return client.query("SELECT topic, reason, count() AS messages, max(received_at) AS newest "
+                            "FROM hrdv.dead_letters FINAL GROUP BY topic, reason").result_rows
 
     def _report(self, every_s: float = 60.0) -> None:
         """A line a minute: what the copy did and how long ingestion paused for its reads."""
@@ -212,9 +223,9 @@ class Loader:
             work = self._work.get()
             if work is None:
                 return
-            reads, heartbeat = work
+            reads, heartbeat, dead = work
             try:
-                write(self.dsn, reads, heartbeat, self.unavailable)
+                write(self.dsn, reads, heartbeat, self.unavailable, dead)
             except Exception as error:  # noqa: BLE001 - retried with the next read (the watermark stays)
                 self.stats.failures += 1
                 log.warning("writing the provisional copy failed: %s", error)
@@ -227,9 +238,11 @@ class Loader:
                         self._watermarks[read.entity.name] = max(self._watermarks[read.entity.name], read.newest)
 
 
-def write(dsn: str, reads: Sequence[Read], heartbeat: datetime | None, unavailable: str) -> None:
+def write(dsn: str, reads: Sequence[Read], heartbeat: datetime | None, unavailable: str,
+          dead_letters: list[tuple] | None = None) -> None:
     """Upsert each read into provisional.<entity> (LSN-guarded), drop the rows staging has caught up
-    with, and record how far the buffer was copied; one transaction."""
+    with, and record how far the buffer was copied (and the dead letters, when counted); one
+    transaction."""
     # Client-side binding: the upsert is two statements with parameters.
     with psycopg.connect(dsn, application_name="hrdv-ingest-provisional",
                          cursor_factory=psycopg.ClientCursor) as conn, conn.cursor() as cur:
@@ -252,6 +265,10 @@ def write(dsn: str, reads: Sequence[Read], heartbeat: datetime | None, unavailab
                 t=sql.Identifier(entity.name), k=sql.Identifier(entity.key)))
             _record(cur, entity.name, read.newest, len(read.rows))
         _record(cur, HEARTBEAT_TABLE, heartbeat, 0)
+        if dead_letters is not None:
+            cur.execute("DELETE FROM mart.dead_letter_counts")
+            cur.executemany("INSERT INTO mart.dead_letter_counts (topic, reason, messages, newest, counted_at) "
+                            "VALUES (%s, %s, %s, %s, now())", [(t, r, n, utc(at)) for t, r, n, at in dead_letters])
 
 
 def _record(cur: psycopg.Cursor, name: str, newest: datetime | None, rows: int) -> None:
@@ -384,6 +401,15 @@ def stages(hrdv: psycopg.Connection, crm_heartbeat: datetime | None, kafka_heart
     values = {"capture": (crm_heartbeat, None), "kafka": (kafka_heartbeat, None), "buffer": buffer,
               "staging": staging, "final": final, "provisional": provisional}
     return {name: Stage(name, utc(newest) if newest else None, at, now) for name, (newest, at) in values.items()}
+
+
+def record(hrdv: psycopg.Connection, found: dict[str, Stage], now: datetime, keep: timedelta = timedelta(days=2)) -> None:
+    """Append each stage's freshness to mart.pipeline_freshness (the engineers' dashboard), keeping `keep`."""
+    with hrdv.transaction():
+        hrdv.cursor().executemany(
+            "INSERT INTO mart.pipeline_freshness (observed_at, stage, newest, age_s) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING", [(now, s.name, s.newest, s.age_s) for s in found.values()])
+        hrdv.execute("DELETE FROM mart.pipeline_freshness WHERE observed_at < %s", [now - keep])
 
 
 def first_behind(found: dict[str, Stage], limit_s: float, names: Sequence[str]) -> Stage | None:

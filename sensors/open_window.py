@@ -97,6 +97,8 @@ def pipeline_freshness_sensor(context: SensorEvaluationContext, hrdv_db: Postgre
                               source_db: PostgresResource, kafka: KafkaResource):
     now = datetime.now(timezone.utc)
     found = measure(hrdv_db, source_db, kafka, now)
+    with hrdv_db.connect() as conn:
+        provisional.record(conn, found, now)
     verdicts = [final_verdict(hrdv_db, found, now), provisional_verdict(found)]
     for verdict in verdicts:
         if not verdict.passed:

@@ -24,3 +24,24 @@ CREATE TABLE IF NOT EXISTS mart.kpi_provisional_refreshes (
     seconds       double precision NOT NULL
 );
 COMMENT ON TABLE mart.kpi_provisional_refreshes IS 'Provisional KPI of unpublished windows: last refresh, and the newest CRM commit it reflects';
+
+-- For the engineers' dashboard (it reads PostgreSQL only): each stage's freshness, every 30 s
+-- (pipeline_freshness_sensor, two days kept), and the dead letters per topic and reason, counted in
+-- ClickHouse once a minute by the ingestor.
+CREATE TABLE IF NOT EXISTS mart.pipeline_freshness (
+    observed_at timestamptz NOT NULL,
+    stage       text NOT NULL,
+    newest      timestamptz,
+    age_s       double precision,
+    PRIMARY KEY (observed_at, stage)
+);
+COMMENT ON TABLE mart.pipeline_freshness IS 'Freshness of each pipeline stage (capture, kafka, buffer, staging, final, provisional), every 30 s';
+CREATE TABLE IF NOT EXISTS mart.dead_letter_counts (
+    topic      text NOT NULL,
+    reason     text NOT NULL,
+    messages   bigint NOT NULL,
+    newest     timestamptz,
+    counted_at timestamptz NOT NULL,
+    PRIMARY KEY (topic, reason)
+);
+COMMENT ON TABLE mart.dead_letter_counts IS 'Dead letters in ClickHouse per topic and reason, counted by the ingestor once a minute';
