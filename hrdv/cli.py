@@ -1,7 +1,8 @@
 """`hrdv`: start, stop and inspect the local stack; generate CRM load.
 
     hrdv up          everything: PostgreSQL, Kafka, Connect + Debezium, ClickHouse (chDB),
-                     the ingestor, the CRM generator and Dagster (UI + daemon with the sensor)
+                     the ingestor, the CRM generator, Dagster (UI + daemon with the sensor) and
+                     Apache Superset (the dashboards)
     hrdv status      health of each component, its memory, and the ingestion lag
     hrdv down        stop everything `up` started (data stays in $HRDV_HOME)
     hrdv generate    write CRM changes at a rate
@@ -25,6 +26,7 @@ import psycopg
 from hrdv import generator
 from hrdv.dead_letters import dead_letters
 from hrdv.catalog_cli import catalog_group
+from hrdv.dashboards.cli import dashboards_group
 from hrdv.drift import drift_command, resync_command
 from hrdv.entities import ENTITIES
 from hrdv.settings import REPO_ROOT, Settings, load
@@ -139,16 +141,17 @@ def _service_starter(settings: Settings, rate: float) -> Callable[[str], None]:
 
 
 def bring_up(settings: Settings, customers: int = 20_000, history_days: int = 7, rate: float = 20.0,
-             dagster: bool = True, timeout: float = 180.0) -> list["Outcome"]:
+             dagster: bool = True, timeout: float = 180.0, superset: bool = False) -> list["Outcome"]:
     """Start every component of the stack that is down, then wait up to `timeout` s until all
-    are healthy; returns each one's outcome (never stops at the first slow or failed one)."""
+    are healthy; returns each one's outcome (never stops at the first slow or failed one).
+    Superset only with `superset` (`hrdv up` asks for it unless --no-superset)."""
     from hrdv.stack import up as stack_up
 
     services = ["ingestor"] + (["generator"] if rate > 0 else [])
     services += ["dagster-daemon", "dagster-webserver"] if dagster else []
     plan = stack_up.plan_for(
         settings, init_stores=lambda: init_stores(settings, customers, history_days),
-        spawn=_service_starter(settings, rate), services=services)
+        spawn=_service_starter(settings, rate), services=services, with_superset=superset)
     stack_up.start_all(plan)
     _step(f"started what was down; waiting up to {timeout:.0f} s for every component to be healthy")
     return stack_up.verify_all(plan, timeout)
@@ -165,10 +168,13 @@ def main() -> None:
 @click.option("--history-days", default=7, show_default=True,
               help="days of history the bulk load gives a new CRM (0: customers only)")
 @click.option("--dagster/--no-dagster", default=True, show_default=True, help="start the Dagster UI and daemon")
+@click.option("--superset/--no-superset", default=True, show_default=True,
+              help="start Apache Superset (the dashboards)")
 @click.option("--timeout", default=180.0, show_default=True,
               help="seconds to wait, once everything is started, for every component to be healthy")
-def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: float) -> None:
-    """Start the whole stack with data flowing and the Dagster UI on.
+def up(rate: float, customers: int, history_days: int, dagster: bool, superset: bool,
+       timeout: float) -> None:
+    """Start the whole stack with data flowing, the Dagster UI and Superset (the dashboards) on.
 
     Starts every component that is down, waits for all to be healthy and prints each one's
     state; exits 1 if any is still not healthy, saying which.
@@ -177,7 +183,7 @@ def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: f
 
     settings = load()
     started = _step(f"starting the stack in {settings.home}")
-    outcomes = bring_up(settings, customers, history_days, rate, dagster, timeout)
+    outcomes = bring_up(settings, customers, history_days, rate, dagster, timeout, superset=superset)
     click.echo("\n" + stack_up.table(outcomes))
     failed = [o.component for o in outcomes if not o.ok]
     if failed:
@@ -185,14 +191,19 @@ def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: f
                    f"{', '.join(failed)} not healthy (logs in {settings.logs}). "
                    f"Run `./hrdv.sh up` again once the cause is fixed.", err=True)
         sys.exit(1)
+    if superset:
+        _apply_dashboards(settings)
     click.echo(
         f"\nHRDV is up in {time.monotonic() - started:.0f} s.\n"
         f"  Dagster UI   http://127.0.0.1:{settings.dagster_port}  (sensor crm_kafka_lag_sensor)\n"
-        f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster; passwords in {settings.home / 'secrets.env'}\n"
+        + (_superset_lines(settings) if superset else "") +
+        f"  PostgreSQL   127.0.0.1:{settings.pg_port}  databases crm, hrdv, dagster, superset; "
+        f"passwords in {settings.home / 'secrets.env'}\n"
         f"               logins: {settings.pg_user} (owner), {settings.writer.user} (pipeline), "
         f"{settings.reporting.user} (dashboards, read-only), {settings.debezium.user} (replication), "
         f"{settings.dagster.user} (Dagster storage),\n"
-        f"               {settings.source_reader.user} (CRM read-only: drift check, resync)\n"
+        f"               {settings.source_reader.user} (CRM read-only: drift check, resync), "
+        f"{settings.superset.user} (Superset's metadata)\n"
         f"  Kafka        {settings.kafka_bootstrap} ({settings.kafka_security_protocol}, SCRAM-SHA-512)   "
         f"Connect {settings.connect_url}\n"
         f"               principals: {_kafka_principals(settings)}\n"
@@ -205,6 +216,28 @@ def up(rate: float, customers: int, history_days: int, dagster: bool, timeout: f
     )
 
 
+def _superset_lines(settings: Settings) -> str:
+    """Superset's address and its administrator's login, for the end of `up`."""
+    from hrdv.settings import password_source
+
+    admin = settings.superset_admin
+    return (f"  Superset     {settings.superset_url}  (dashboards)\n"
+            f"               user      {admin.user}\n"
+            f"               password  {admin.password}  "
+            f"(from {password_source(settings.home, 'HRDV_SUPERSET_ADMIN_PASSWORD')})\n")
+
+
+def _apply_dashboards(settings: Settings) -> None:
+    """Bring Superset's dashboards in line with dashboards/*.yaml, once the stack is healthy."""
+    from hrdv.dashboards.cli import apply_dashboards
+    from hrdv.dashboards.superset_api import SupersetError
+
+    try:
+        apply_dashboards(settings)
+    except SupersetError as error:
+        click.echo(f"dashboards: NOT applied: {error}\n  retry with `./hrdv.sh dashboards apply`", err=True)
+
+
 def _kafka_principals(settings: Settings) -> str:
     roles = {"admin": "super user", "connect": "writes CDC", "ingest": "reads CDC",
              "reader": "read-only tools"}
@@ -213,8 +246,10 @@ def _kafka_principals(settings: Settings) -> str:
 
 def stop_stack(settings: Settings) -> None:
     """Stop everything `up` starts, in reverse order; the data stays."""
-    from hrdv.stack import kafka, postgres, process
+    from hrdv.stack import kafka, postgres, process, superset
 
+    if superset.stop(settings):  # started last by `up`
+        click.echo("superset: stopped")
     for name in reversed(SERVICES):
         if process.stop(name, settings):
             click.echo(f"{name}: stopped")
@@ -223,11 +258,13 @@ def stop_stack(settings: Settings) -> None:
     postgres.stop(settings)
 
 
-def fresh_stack(customers: int, dagster: bool = False, history_days: int = 0) -> Settings:
+def fresh_stack(customers: int, dagster: bool = False, history_days: int = 0,
+                superset: bool = False) -> Settings:
     """Wipe $HRDV_HOME and start a new stack there with the ingestor (tests, benches).
 
     The stack's settings are exported to this process too: Dagster's resources read them.
-    history_days > 0 gives the CRM the bulk load `up` gives it (staff, history).
+    history_days > 0 gives the CRM the bulk load `up` gives it (staff, history). `superset`
+    also starts Superset (its metadata bootstrapped anew: about 20 s more) and waits until it answers.
     """
     stop_stack(load())  # leftovers of an interrupted run
     shutil.rmtree(load().home, ignore_errors=True)
@@ -237,6 +274,11 @@ def fresh_stack(customers: int, dagster: bool = False, history_days: int = 0) ->
     _spawn_python(settings, "ingestor", ["hrdv.ingest"])
     if dagster:
         start_dagster(settings)
+    if superset:
+        from hrdv.stack import superset as superset_stack
+
+        superset_stack.start(settings)
+        superset_stack.wait_healthy(settings)
     return settings
 
 
@@ -271,6 +313,15 @@ def _jvm_line(health: dict, where: str) -> str:
     return f"up    {health.get(where)}  pid {health['pid']}  {health.get('rss_mib', 0):.0f} MiB"
 
 
+def _superset_line(health: dict) -> str:
+    memory = "-" if health["rss_mib"] is None else f"{health['rss_mib']:.0f} MiB resident"
+    if health["up"]:
+        return f"up    {health['url']}  pid {health['pid']}  {memory}"
+    if health["pid"] is None:
+        return f"not running  ({health['url']}; log {health['log']})"
+    return f"DOWN  {health['error']}  {memory}  (log {health['log']})"
+
+
 def _connector_line(status: dict, connect_up: bool) -> str:
     if not connect_up:
         return "DOWN  (Kafka Connect is down)"
@@ -283,7 +334,7 @@ def _connector_line(status: dict, connect_up: bool) -> str:
 @main.command()
 def status() -> None:
     """Health, memory and lag of every component."""
-    from hrdv.stack import connect, kafka, postgres, process
+    from hrdv.stack import connect, kafka, postgres, process, superset
     from resources.kafka import KafkaResource
 
     settings = load()
@@ -302,6 +353,7 @@ def status() -> None:
             state += "  (" + ", ".join(f"{part} {value:.0f} MiB" for part, value in split.items()
                                         if value is not None) + ")"
         click.echo(f"{name:18} {state}")
+    click.echo(f"{'superset':18} {_superset_line(superset.health(settings))}")
     if not jvms["broker"].get("up"):
         click.echo(f"{'lag':18} unknown: the Kafka broker is down (`./hrdv.sh up` starts it)")
         return
@@ -444,6 +496,7 @@ main.add_command(dead_letters)
 main.add_command(drift_command)
 main.add_command(resync_command)
 main.add_command(catalog_group)
+main.add_command(dashboards_group)
 
 if __name__ == "__main__":
     main()
