@@ -5,6 +5,8 @@ chart of every indicator of a family (a new catalog entry appears with no hand w
 """
 from __future__ import annotations
 
+import hashlib
+
 from hrdv.catalog import DimensionSet, Family, Indicator
 from hrdv.dashboards import spec
 from hrdv.dashboards.assets import (MSK, PROVISIONAL_NOTE, STATUS_COLOURS, Builder, ChartRef, DashboardError,
@@ -26,7 +28,7 @@ def where(subject: str, operator: str, comparator: object) -> dict:
 def where_sql(expression: str) -> dict:
     return {"clause": "WHERE", "expressionType": "SQL", "sqlExpression": expression, "subject": None,
             "operator": None, "comparator": None, "isExtra": False, "isNew": False,
-            "filterOptionName": "sql_" + str(abs(hash(expression)) % 10**8)}
+            "filterOptionName": "sql_" + hashlib.sha1(expression.encode()).hexdigest()[:8]}
 
 
 def period(column: str, time_range: str) -> dict:
