@@ -55,18 +55,20 @@ def number(builder: Builder, dashboard: str, chart: spec.Number) -> Rows:
                              "today's windows; show it per window (series) or per day (table)")
     dataset = builder.family_dataset(family, chart.source)
     filters = _series_filters(family, [indicator.id], chart.dimension_set)
-    subtitle = f"Сегодня с 00:00, {MSK}; {PROVISIONAL_NOTE}"
+    # Short: Big Number shrinks a subtitle to the card's width (the description says it in full).
+    subtitle = "с 00:00 МСК, вкл. предварительные"
     if chart.source == "today":
         filters.append(where("day", "==", "сегодня"))
     else:
         filters.append(period("period_msk", "today"))
-        subtitle = f"Сегодня (опубликованные окна), {MSK}"
+        subtitle = "сегодня, МСК, опубликованное"
     params = {"metric": indicator.id, "adhoc_filters": filters, "time_range": "No filter",
               "header_font_size": 0.3, "subtitle": subtitle, "subtitle_font_size": 0.15,
               "show_metric_name": False, "y_axis_format": number_format(indicator),
               "force_timestamp_formatting": False}
     ref = builder.chart(dashboard, f"number:{chart.source}:{indicator.id}:{chart.dimension_set}", label(indicator),
-                        "big_number_total", dataset, params, indicator.description,
+                        "big_number_total", dataset, params,
+                        f"{indicator.description} Сегодня с 00:00, {MSK}; {PROVISIONAL_NOTE}.",
                         _dims(builder, chart.dimension_set), period=False, height=30)
     return [[_sized(ref, chart.width)]]
 
