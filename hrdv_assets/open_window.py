@@ -116,13 +116,19 @@ def final_verdict(hrdv_db: PostgresResource, found: dict[str, Stage], now: datet
     if published is not None:
         text = f"window {key_of(due)} published {lag:.0f} s after it closed (promise {promise:.0f} s)"
     else:
-        text = f"window {key_of(due)} not published {lag:.0f} s after it closed (promise {promise:.0f} s)"
-        staged = found["staging"].newest
-        text += _behind(found, promise, ["capture", "kafka", "buffer"]) or (
-            f"; first stage behind: staging (staged until {staged:%H:%M:%S} UTC)" if staged is None or staged < due_end
-            else "; staged, not yet published: the marts' run is late or failed")
+        text = (f"window {key_of(due)} not published {lag:.0f} s after it closed (promise {promise:.0f} s)"
+                + why_unpublished(found, promise, due_end))
     return AssetCheckEvaluation(asset_key=PUBLICATIONS_KEY, check_name=FINAL_CHECK, passed=passed,
                                 severity=_severity(lag, promise), description=text, metadata=metadata)
+
+
+def why_unpublished(found: dict[str, Stage], promise: float, due_end: datetime) -> str:
+    """The first stage that holds back a window due: upstream, staging, or the marts' run."""
+    staged = found["staging"].newest
+    return _behind(found, promise, ["capture", "kafka", "buffer"]) or (
+        "; first stage behind: staging (nothing staged yet)" if staged is None
+        else f"; first stage behind: staging (staged until {staged:%H:%M:%S} UTC)" if staged < due_end
+        else "; staged, not yet published: the marts' run is late or failed")
 
 
 def provisional_verdict(found: dict[str, Stage]) -> AssetCheckEvaluation:
