@@ -15,14 +15,13 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from hrdv.catalog import Catalog, DimensionSet, Family, Indicator
+from hrdv.catalog import Catalog, Family, Indicator
 from hrdv.catalog_sql import report_dimensions
 from hrdv.dashboards import spec
-from hrdv.dashboards.spec import PERIOD, TIME_RANGES, DashboardError
+from hrdv.dashboards.spec import DashboardError
 
 NAMESPACE = uuid.UUID("6a0f3f52-8f6e-4a39-9d3c-48524456d015")
 BUNDLE_ROOT = "hrdv_dashboards"
@@ -250,6 +249,3 @@ def build(catalog: Catalog, dashboards: list[spec.Dashboard], database_uri: str)
         layout.add_dashboard(builder, dashboard, rows)
     return builder.bundle
 
-
-__all__ = ["Builder", "Bundle", "ChartRef", "build", "uid", "label", "metric_sql", "number_format",
-           "territory_closure", "PERIOD", "TIME_RANGES", "DimensionSet", "Any"]

@@ -35,7 +35,7 @@ def period(column: str, time_range: str) -> dict:
     return where(column, "TEMPORAL_RANGE", TIME_RANGES[time_range])
 
 
-def _series_filters(family: Family, indicators: list[str], dimension_set: str) -> list[dict]:
+def _series_filters(indicators: list[str], dimension_set: str) -> list[dict]:
     return [where("dimension_set", "==", dimension_set), where("indicator", "IN", indicators)]
 
 
@@ -54,7 +54,7 @@ def number(builder: Builder, dashboard: str, chart: spec.Number) -> Rows:
         raise DashboardError(f"dashboard {dashboard}: {indicator.id} ({indicator.kind}) cannot be summed over "
                              "today's windows; show it per window (series) or per day (table)")
     dataset = builder.family_dataset(family, chart.source)
-    filters = _series_filters(family, [indicator.id], chart.dimension_set)
+    filters = _series_filters([indicator.id], chart.dimension_set)
     # Short: Big Number shrinks a subtitle to the card's width (the description says it in full).
     subtitle = "с 00:00 МСК, вкл. предварительные"
     if chart.source == "today":
@@ -77,7 +77,7 @@ def today(builder: Builder, dashboard: str, chart: spec.Today) -> Rows:
     family = builder.catalog.families[chart.family]
     dataset = builder.family_dataset(family, "today")
     params = {"query_mode": "aggregate", "groupby": ["day"], "metrics": chart.indicators,
-              "adhoc_filters": _series_filters(family, chart.indicators, chart.dimension_set),
+              "adhoc_filters": _series_filters(chart.indicators, chart.dimension_set),
               "time_range": "No filter", "order_by_cols": [], "order_desc": True, "row_limit": 10,
               "server_pagination": False, "include_search": False, "show_cell_bars": False,
               "column_config": {}, "table_timestamp_format": "%d.%m.%Y %H:%M"}
@@ -94,7 +94,7 @@ def _series_chart(builder: Builder, dashboard: str, family: Family, indicator: I
                   time_range: str, width: int) -> ChartRef:
     dataset = builder.family_dataset(family, "window")
     params = {"x_axis": "period_msk", "metrics": [indicator.id], "groupby": ["data_status"],
-              "adhoc_filters": [*_series_filters(family, [indicator.id], dimension_set),
+              "adhoc_filters": [*_series_filters([indicator.id], dimension_set),
                                 period("period_msk", time_range)],
               "time_range": "No filter", "row_limit": 10000, "stack": "Stack", "show_legend": True,
               "legendType": "plain", "legendOrientation": "top", "rich_tooltip": True,
@@ -120,7 +120,7 @@ def _table_chart(builder: Builder, dashboard: str, family: Family, indicators: l
     dims = DimensionSet.parse(dimension_set).dimensions
     groupby = list(dims) + (["data_status"] if source == "window" else [])
     params = {"query_mode": "aggregate", "groupby": groupby, "metrics": indicators,
-              "adhoc_filters": [*_series_filters(family, indicators, dimension_set),
+              "adhoc_filters": [*_series_filters(indicators, dimension_set),
                                 period("period_msk", time_range)],
               "time_range": "No filter", "timeseries_limit_metric": indicators[0], "order_desc": True,
               "row_limit": 1000, "server_pagination": False, "page_length": 20, "include_search": True,
@@ -144,7 +144,7 @@ def country_map(builder: Builder, dashboard: str, chart: spec.Map) -> Rows:
     family, indicator = _indicator(builder, chart.family, chart.indicator)
     dataset = builder.family_dataset(family, chart.source)
     params = {"select_country": "russia", "entity": "region_map_code", "metric": indicator.id,
-              "adhoc_filters": [*_series_filters(family, [indicator.id], "region"),
+              "adhoc_filters": [*_series_filters([indicator.id], "region"),
                                 period("period_msk", chart.time_range)],
               "time_range": "No filter", "number_format": number_format(indicator),
               "linear_color_scheme": "superset_seq_1"}

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hrdv.catalog import Catalog, CatalogError, DimensionSet
+from hrdv.catalog import Catalog, DimensionSet
 from hrdv.settings import REPO_ROOT
 
 DASHBOARDS_DIR = REPO_ROOT / "dashboards"
@@ -163,5 +163,3 @@ def _check(catalog: Catalog, dashboard: Dashboard, path: Path) -> None:
                 raise DashboardError(f"{where}: {chart.chart} chart: {family} has no dimension set {wanted!r}; "
                                      f"expected one of {', '.join(s.name for s in catalog.families[family].dimension_sets)}")
 
-
-__all__ = ["Dashboard", "DashboardError", "load", "TIME_RANGES", "PERIOD", "CatalogError"]
