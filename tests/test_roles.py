@@ -52,8 +52,9 @@ def _denied(dsn: str, statement: str) -> bool:
 
 def test_each_login_reaches_only_its_databases(stack: Settings) -> None:
     reach = {
-        login.user: {db for db in ("crm", "hrdv", "dagster") if _can_connect(stack, db, login)}
-        for login in (stack.debezium, stack.writer, stack.reporting, stack.dagster, stack.source_reader)
+        login.user: {db for db in ("crm", "hrdv", "dagster", "superset") if _can_connect(stack, db, login)}
+        for login in (stack.debezium, stack.writer, stack.reporting, stack.dagster, stack.source_reader,
+                      stack.superset)
     }
     assert reach == {
         stack.debezium.user: {"crm"},
@@ -61,6 +62,7 @@ def test_each_login_reaches_only_its_databases(stack: Settings) -> None:
         stack.reporting.user: {"hrdv"},
         stack.dagster.user: {"dagster"},
         stack.source_reader.user: {"crm"},
+        stack.superset.user: {"superset"},  # Superset's metadata; it reads the marts as reporting
     }
 
 
@@ -150,7 +152,12 @@ def test_reporting_reads_marts_only(stack: Settings) -> None:
     with psycopg.connect(stack.reporting_dsn) as conn:
         conn.execute("SELECT count(*) FROM mart.interaction_kpi").fetchone()
         conn.execute("SELECT count(*) FROM mart.kpi_interactions_window_live").fetchone()  # final + provisional
+        # The dashboards' views, which name references through staging as their owner.
+        conn.execute("SELECT count(*) FROM mart.report_interactions_window").fetchone()
+        conn.execute("SELECT count(*) FROM mart.report_dimension_labels").fetchone()
     for statement in ("SELECT count(*) FROM staging.interactions",
+                      "SELECT id, region_code FROM staging.customers LIMIT 1",  # customers (names are never staged)
+                      "SELECT count(*) FROM staging.regions",
                       "SELECT count(*) FROM provisional.interactions",
                       "DELETE FROM mart.interaction_kpi",
                       "INSERT INTO mart.interaction_kpi (window_start) VALUES (now())",
