@@ -33,9 +33,16 @@ class Superset:
         self.http = requests.Session()
         self._login(user, password)
 
-    @retry(retry=retry_if_exception_type(requests.ConnectionError), stop=stop_after_delay(60), wait=wait_fixed(2),
-           reraise=True)
     def _login(self, user: str, password: str) -> None:
+        try:
+            self._login_once(user, password)
+        except requests.ConnectionError:
+            raise SupersetError(f"Superset does not answer at {self.url}: is it running? "
+                                "(`./hrdv.sh up` starts it; `./hrdv.sh status` shows it)") from None
+
+    @retry(retry=retry_if_exception_type(requests.ConnectionError), stop=stop_after_delay(20), wait=wait_fixed(2),
+           reraise=True)  # a Superset just started may refuse for a moment
+    def _login_once(self, user: str, password: str) -> None:
         token = _check(self.http.post(f"{self.url}/api/v1/security/login", timeout=TIMEOUT_S,
                                       json={"username": user, "password": password, "provider": "db",
                                             "refresh": True}), f"logging in to {self.url} as {user}")
