@@ -153,8 +153,16 @@ def login_page_language(page: Page, base_url: str) -> Literal["ru", "en", "unkno
 def login(page: Page, base_url: str, user: str, password: str, timeout_s: float = 30) -> None:
     """Log in through the real form at /login/; LoginFailed with the page's message otherwise."""
     page.goto(f"{base_url.rstrip('/')}/login/")
-    page.fill('[data-test="username-input"]', user)
-    page.fill('[data-test="password-input"]', password)
+    # The form is drawn again once the language pack arrives; typing before that can be lost
+    # (seen: a refused login with the right password). Wait for the page to settle, then check.
+    page.wait_for_load_state("networkidle")
+    fields = {'[data-test="username-input"]': user, '[data-test="password-input"]': password}
+    for _ in range(3):
+        for selector, value in fields.items():
+            page.fill(selector, value)
+        page.wait_for_timeout(200)
+        if all(page.input_value(selector) == value for selector, value in fields.items()):
+            break
     page.click('[data-test="login-button"]')
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
