@@ -27,7 +27,9 @@ def _buffer_latest(dsn: str, first_id: int) -> dict[int, str | None]:
     with clickhouse.session(dsn) as client:
         rows = client.query(
             "SELECT id, argMax(status, lsn) FROM hrdv.interactions_buffer "
-            "WHERE id >= {first:Int64} GROUP BY id", parameters={"first": first_id}).result_rows
+            "WHERE id >= {first:Int64} GROUP BY id "
+            # A contact the generator deleted is gone from the CRM: its latest version is the delete.
+            "HAVING argMax(is_deleted, lsn) = 0", parameters={"first": first_id}).result_rows
     return {int(i): status for i, status in rows}
 
 
