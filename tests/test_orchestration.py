@@ -38,10 +38,12 @@ from recompute import assert_same, crm_rows, mart_rows, recompute_kpi
 
 from hrdv import clickhouse
 from hrdv.cli import _spawn_python, start_dagster
-from hrdv.dagster_api import DagsterApi
+from hrdv.dagster_api import REPOSITORY, DagsterApi
 from hrdv.settings import REPO_ROOT, Settings
 from hrdv.stack import faults, process
+from hrdv_assets.cdc import STAGED
 from hrdv_assets.interactions import INTERACTIONS, MART_KEY
+from hrdv_assets.kpi import FACTS
 from partitions import WINDOW, key_of, reporting_windows, window_of
 from sensors.kafka_lag import run_windows
 
@@ -50,6 +52,17 @@ pytestmark = pytest.mark.stack
 WAIT_S = 180.0
 RATE = 30  # CRM changes per second while a test writes
 MART_STEP_KEYS = {"publish_interaction_kpi", "recompute_interaction_kpi"}
+# The sensors that request runs (hrdv/definitions.py): the lag sensor requests closed windows, the
+# late-change sensors recomputes of the windows their staging assets listed.
+LAG_SENSOR = "crm_kafka_lag_sensor"
+LATE_SENSORS = {"interactions_late_change_sensor": [INTERACTIONS.staging_key],
+                "kpi_late_change_sensor": [STAGED[name].staging_key for name in FACTS]}
+SENSOR_TICKS = """
+query($sensor: SensorSelector!) {
+  sensorOrError(sensorSelector: $sensor) {
+    ... on Sensor { sensorState { ticks(limit: 1, statuses: [SKIPPED, SUCCESS, FAILURE]) { timestamp status } } }
+  }
+}"""
 MART_LOCK_WAIT_SQL = """
 SELECT pid FROM pg_stat_activity
 WHERE datname = 'hrdv' AND wait_event_type = 'Lock' AND query ILIKE '%%mart.interaction_kpi%%'
@@ -63,32 +76,61 @@ class Dagster:
     instance: DagsterInstance
     writer: faults.Writer  # CRM changes while a test needs them
     settled_after_starts: int = -1  # the writer's start count at the last settle
+    stopped_after_starts: int = -1  # the writer's start count when it was last stopped
+    stopped_at: datetime | None = None  # then: its last change was committed before this moment
 
-    def settle(self, quiet_s: float = 15) -> None:
+    def stop_writer(self) -> None:
+        """Stop the writer (its last change is committed when this returns) and remember when."""
+        if self.writer.starts != self.stopped_after_starts:
+            self.writer.stop()
+            self.stopped_at, self.stopped_after_starts = _now(), self.writer.starts
+
+    def settle(self, min_quiet_s: float = 3) -> None:
         """Writer stopped, wait until the daemon has published every closed window and no run
-        (window, retry or late recompute) is left, for quiet_s in a row: the marts are final.
+        (window, retry or late recompute) is left or still to come: the marts are final.
         The window of the writer's last change must close first, unless it has not written since
-        the last settle."""
-        self.writer.stop()
+        the last settle. Nothing is left to come once, continuously (at least min_quiet_s), no run
+        is unfinished or waiting for its automatic retry, the newest closed window is published,
+        both late-change sensors have read the newest staging materialisations (a recompute they
+        ask for already exists as a run), and the lag sensor has finished a tick that began in that
+        quiet (so it found no window to request: its runs would exist before the tick ends)."""
+        self.stop_writer()
         if self.writer.starts != self.settled_after_starts:
-            time.sleep((window_of(key_of(_now())).end - _now()).total_seconds() + 1)
+            time.sleep(max(0.0, (window_of(key_of(self.stopped_at)).end - _now()).total_seconds() + 1))
         deadline, quiet_since = time.monotonic() + WAIT_S, None
-        while quiet_since is None or time.monotonic() - quiet_since < quiet_s:
+        while True:
             assert time.monotonic() < deadline, "the daemon did not settle"
-            busy = any(not r.is_finished for r in self.instance.get_runs(limit=20))
-            done = _closed_key() in self.published() and not busy and self.late_sensor_caught_up()
-            quiet_since = (quiet_since or time.monotonic()) if done else None
+            # The tick first: the runs of a tick that ended before this read exist when `busy` is read.
+            ticked = quiet_since is not None and self.sensor_ticked_since(LAG_SENSOR, quiet_since)
+            busy = any(not r.is_finished or r.is_complete_and_waiting_to_retry
+                       for r in self.instance.get_runs(limit=20))
+            done = _closed_key() in self.published() and not busy and self.late_sensors_caught_up()
+            if not done:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.time()
+            elif ticked and time.time() - quiet_since >= min_quiet_s:
+                break
             time.sleep(1)
         self.settled_after_starts = self.writer.starts
 
-    def late_sensor_caught_up(self) -> bool:
-        """The late-change sensor has read the latest staging materialisation (so any recompute
-        it asks for already exists as a run): a late window of the writer's last changes must not
-        join a test's own late windows."""
-        latest = self.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=INTERACTIONS.staging_key), limit=1, ascending=False).records
-        cursor = self.api.sensor_cursor("interactions_late_change_sensor")
-        return not latest or (cursor is not None and int(cursor) >= latest[0].storage_id)
+    def late_sensors_caught_up(self) -> bool:
+        """Each late-change sensor has read the latest materialisation of its staging assets (so
+        any recompute it asks for already exists as a run): a late window of the writer's last
+        changes must not join a test's own late windows."""
+        return all(self.late_sensor_caught_up(name, keys) for name, keys in LATE_SENSORS.items())
+
+    def late_sensor_caught_up(self, name: str, staging_keys: list[AssetKey]) -> bool:
+        latest = [record.storage_id for key in staging_keys for record in self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key), limit=1, ascending=False).records]
+        cursor = self.api.sensor_cursor(name)
+        return not latest or (cursor is not None and int(cursor) >= max(latest))
+
+    def sensor_ticked_since(self, name: str, moment: float) -> bool:
+        """A tick of the sensor that began after `moment` (epoch s) has finished."""
+        data = self.api.graphql(SENSOR_TICKS, {"sensor": {**REPOSITORY, "sensorName": name}})
+        ticks = ((data["sensorOrError"].get("sensorState") or {}).get("ticks")) or []
+        return any(tick["timestamp"] > moment for tick in ticks)
 
     @property
     def api(self) -> DagsterApi:
