@@ -51,6 +51,9 @@ pytestmark = pytest.mark.stack
 
 WAIT_S = 180.0
 RATE = 30  # CRM changes per second while a test writes
+# The refusal test's open window needs this much time left when its runs are submitted: they
+# execute within seconds (a run worker's start, one pool slot), and it must still be open then.
+OPEN_MARGIN_S = 40
 MART_STEP_KEYS = {"publish_interaction_kpi", "recompute_interaction_kpi"}
 # The sensors that request runs (hrdv/definitions.py): the lag sensor requests closed windows, the
 # late-change sensors recomputes of the windows their staging assets listed.
@@ -194,11 +197,26 @@ def _mart_count(settings: Settings, key: str) -> int:
                             (window_of(key).start,)).fetchone()[0]
 
 
-def _cli_materialize(settings: Settings, key: str) -> subprocess.CompletedProcess:
+def _cli_materialize_process(settings: Settings, key: str) -> subprocess.Popen:
     argv = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "hrdv.definitions",
             "--select", "staging/stg_interactions,mart/mart_interaction_kpi", "--partition", key]
-    return subprocess.run(argv, cwd=REPO_ROOT, env=settings.child_env(), capture_output=True,
-                          text=True, timeout=WAIT_S)
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=settings.child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _cli_result(child: subprocess.Popen) -> subprocess.CompletedProcess:
+    """The CLI's outcome, as subprocess.run(..., capture_output=True, timeout=WAIT_S) gives it."""
+    try:
+        stdout, stderr = child.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+
+def _cli_materialize(settings: Settings, key: str) -> subprocess.CompletedProcess:
+    return _cli_result(_cli_materialize_process(settings, key))
 
 
 def _write_interaction(settings: Settings, created_at: datetime) -> int:
@@ -239,17 +257,19 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
     settings = dagster.settings
     client = DagsterGraphQLClient("127.0.0.1", port_number=settings.dagster_port)
     dagster.wait_published({_closed_key()})  # the daemon runs: the stack is live
-    # A window that has just begun: still open when its run executes a few seconds later. The same
-    # window, once closed, is the incomplete one: the ingestor stops now and a change of it waits
-    # in Kafka.
-    time.sleep((window_of(key_of(_now())).end - _now()).total_seconds() + 1)
+    # A window with at least OPEN_MARGIN_S left (the current one, else the next from its start):
+    # still open when its run executes a few seconds later. The same window, once closed, is the
+    # incomplete one: the ingestor stops now and a change of it waits in Kafka.
+    if (window_of(key_of(_now())).end - _now()).total_seconds() < OPEN_MARGIN_S:
+        time.sleep((window_of(key_of(_now())).end - _now()).total_seconds() + 1)
     open_key = key_of(_now())
-    cases = {
-        "2030-01-01-00:00": ["'2030-01-01-00:00'", "is in the future", "only closed windows are published"],
+    cases = {  # the open window's run first: it is the one that must execute before a boundary
         open_key: [f"'{open_key}'", "is still open", "closes in"],
+        "2030-01-01-00:00": ["'2030-01-01-00:00'", "is in the future", "only closed windows are published"],
     }
     runs = {key: client.submit_job_execution("crm_windows", tags={"dagster/partition": key})
             for key in cases}
+    assert run_windows({"dagster/partition": open_key}) == []
     process.stop("ingestor", settings)
     try:
         marker = _write_interaction(settings, _now())
@@ -263,16 +283,17 @@ def test_open_future_malformed_and_incomplete_windows_are_refused(dagster: Dagst
         with pytest.raises(DagsterGraphQLClientError) as refused:
             client.submit_job_execution("crm_windows", tags={"dagster/partition": "2026-11-26 11:07"})
         assert "'2026-11-26 11:07' does not match format '%Y-%m-%d-%H:%M" in str(refused.value)
-        assert run_windows({"dagster/partition": open_key}) == []
         # The CLI checks partition keys itself before anything runs.
         cli = _cli_materialize(settings, "2030-01-01-00:00")
         assert cli.returncode != 0 and "Could not find a partition with key `2030-01-01-00:00`" in cli.stdout + cli.stderr
 
-        # Closed but not complete: its marker is still in Kafka.
+        # Closed but not complete: its marker is still in Kafka. The GraphQL run and the CLI's
+        # run are started together (each refuses on its own; their steps take turns in the pools).
         time.sleep(max(0.0, (window_of(open_key).end - _now()).total_seconds()) + 2)
-        graphql_run = dagster.wait_run(client.submit_job_execution(
-            "crm_windows", tags={"dagster/partition": open_key}))
-        cli = _cli_materialize(settings, open_key)
+        graphql_run_id = client.submit_job_execution("crm_windows", tags={"dagster/partition": open_key})
+        cli_child = _cli_materialize_process(settings, open_key)
+        graphql_run = dagster.wait_run(graphql_run_id)
+        cli = _cli_result(cli_child)
         for text in (dagster.failure_text(graphql_run.run_id), cli.stdout + cli.stderr):
             assert f"window '{open_key}' ends at" in text and "may not all be in ClickHouse yet" in text, text[-2000:]
             assert "the ClickHouse ingestion group is behind the Kafka topics by" in text
