@@ -12,7 +12,7 @@ Pure Python (no Dagster): the CLI, the docs generator and the assets all load it
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -359,6 +359,16 @@ class Catalog:
     def series(self) -> list[Series]:
         return [Series(family.name, indicator, dimension_set)
                 for family, indicator in self.indicators for dimension_set in family.sets_of(indicator)]
+
+    def within(self, dimensions: Iterable[str]) -> frozenset[str]:
+        """The dimensions and every coarser one each lies within (a branch: its region, its federal
+        district), from dimensions.yaml's `within`."""
+        out = set()
+        for name in dimensions:
+            while name is not None:
+                out.add(name)
+                name = self.dimensions[name].within
+        return frozenset(out)
 
     def indicator(self, indicator_id: str) -> tuple[Family, Indicator]:
         for family, indicator in self.indicators:

@@ -385,10 +385,7 @@ def report_dimensions(catalog: Catalog, family: Family) -> tuple[list[ReportDime
     SQL of its key and Russian name, and the reference joins that give them (finest first, since
     a coarser key is read from the finer reference: a branch's region_code)."""
     used = set(family.used_dimensions)
-    scope = set(used)
-    for name in used:
-        while (name := catalog.dimensions[name].within) is not None:
-            scope.add(name)
+    scope = catalog.within(used)
     order = sorted(scope, key=lambda n: (-_territory_depth(catalog, n), n))
     codes: dict[str, str] = {}
     dims: list[ReportDimension] = []

@@ -26,7 +26,6 @@ from hrdv.dashboards.spec import DashboardError
 NAMESPACE = uuid.UUID("6a0f3f52-8f6e-4a39-9d3c-48524456d015")
 BUNDLE_ROOT = "hrdv_dashboards"
 DATABASE_FILE = "databases/hrdv.yaml"
-PASSWORD_MASK = "X" * 10
 SLUG_PREFIX = "hrdv-"
 MSK = "время московское (МСК)"
 PROVISIONAL_NOTE = "включая предварительные значения открытого окна"
@@ -218,15 +217,6 @@ class Builder:
         self.bundle.files[path] = body
         number = sum(1 for p in self.bundle.files if p.startswith("charts/"))
         return ChartRef(chart_uuid, number, title, dataset.key, dimensions, period, height)
-
-
-def territory_closure(catalog: Catalog, dimensions: tuple[str, ...]) -> frozenset[str]:
-    """A set's dimensions and the coarser ones each lies within: a branch row answers a region filter."""
-    out = set(dimensions)
-    for name in dimensions:
-        while (name := catalog.dimensions[name].within) is not None:
-            out.add(name)
-    return frozenset(out)
 
 
 def build(catalog: Catalog, dashboards: list[spec.Dashboard], database_uri: str) -> Bundle:

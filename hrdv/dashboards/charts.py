@@ -10,7 +10,7 @@ import hashlib
 from hrdv.catalog import DimensionSet, Family, Indicator
 from hrdv.dashboards import spec
 from hrdv.dashboards.assets import (MSK, PROVISIONAL_NOTE, STATUS_COLOURS, Builder, ChartRef, DashboardError,
-                                    label, number_format, territory_closure)
+                                    label, number_format)
 from hrdv.dashboards.spec import TIME_RANGES
 
 Rows = list[list[ChartRef]]
@@ -45,7 +45,7 @@ def _indicator(builder: Builder, family_name: str, indicator_id: str) -> tuple[F
 
 
 def _dims(builder: Builder, dimension_set: str) -> frozenset[str]:
-    return territory_closure(builder.catalog, DimensionSet.parse(dimension_set).dimensions)
+    return builder.catalog.within(DimensionSet.parse(dimension_set).dimensions)
 
 
 def number(builder: Builder, dashboard: str, chart: spec.Number) -> Rows:

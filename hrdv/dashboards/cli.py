@@ -11,6 +11,7 @@ from hrdv.catalog import CatalogError
 from hrdv.dashboards import assets, spec
 from hrdv.dashboards.superset_api import Applied, Superset, SupersetError, apply
 from hrdv.settings import Settings, load
+from hrdv.stack.superset import reporting_uri
 
 
 def bundle_for(settings: Settings, database: str = "hrdv", directory: Path = spec.DASHBOARDS_DIR) -> assets.Bundle:
@@ -19,8 +20,7 @@ def bundle_for(settings: Settings, database: str = "hrdv", directory: Path = spe
     try:
         catalog = kpi_catalog.load()
         dashboards = spec.load(catalog, directory)
-        uri = settings.sqlalchemy_uri(database, settings.reporting, password=assets.PASSWORD_MASK)
-        return assets.build(catalog, dashboards, uri)
+        return assets.build(catalog, dashboards, reporting_uri(settings, database=database))
     except (CatalogError, spec.DashboardError) as error:
         raise click.ClickException(str(error)) from None
 

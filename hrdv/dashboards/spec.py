@@ -33,49 +33,49 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Number(Strict):
+class Placed(Strict):
+    """A chart placed in a row: its width of 12 (0: the row's free width shared)."""
+    width: int = Field(default=0, ge=0, le=12)
+
+
+class Number(Placed):
     chart: Literal["number"]
     family: str
     indicator: str
     source: Literal["today", "day"] = "today"
     dimension_set: str = "total"
-    width: int = Field(default=0, ge=0, le=12)  # 0: the row's width shared
 
 
-class Today(Strict):
+class Today(Placed):
     chart: Literal["today"]
     family: str
     indicators: list[str] = Field(min_length=1)
     dimension_set: str = "total"
-    width: int = Field(default=0, ge=0, le=12)
 
 
-class Series(Strict):
+class Series(Placed):
     chart: Literal["series"]
     family: str
     indicator: str
     dimension_set: str = "total"
     time_range: TimeRange = "last_day"
-    width: int = Field(default=0, ge=0, le=12)
 
 
-class Table(Strict):
+class Table(Placed):
     chart: Literal["table"]
     family: str
     indicators: list[str] = Field(min_length=1)
     dimension_set: str
     source: Literal["day", "window"] = "day"
     time_range: TimeRange = "today"
-    width: int = Field(default=0, ge=0, le=12)
 
 
-class Map(Strict):
+class Map(Placed):
     chart: Literal["map"]
     family: str
     indicator: str
     source: Literal["day", "window"] = "day"
     time_range: TimeRange = "today"
-    width: int = Field(default=0, ge=0, le=12)
 
 
 class Indicators(Strict):
@@ -87,19 +87,17 @@ class Indicators(Strict):
     per_row: int = Field(default=3, ge=1, le=6)
 
 
-class Bottlenecks(Strict):
+class Bottlenecks(Placed):
     chart: Literal["bottlenecks"]
     grain: Literal["day", "window"] = "day"
     time_range: TimeRange = "today"
     top: int = Field(default=5, ge=1, le=50)
     unusual_only: bool = False
-    width: int = Field(default=0, ge=0, le=12)
 
 
-class Freshness(Strict):
+class Freshness(Placed):
     chart: Literal["freshness"]
     show: Literal["stages", "provisional_age", "dead_letters_total", "stage_history", "publications", "dead_letters"]
-    width: int = Field(default=0, ge=0, le=12)
 
 
 Chart = Annotated[Union[Number, Today, Series, Table, Map, Indicators, Bottlenecks, Freshness],

@@ -63,11 +63,11 @@ def admin_login(settings: Settings) -> Login:
     return settings.superset_admin
 
 
-def reporting_uri(settings: Settings, masked: bool = True) -> str:
-    """The marts as Superset connects to them (database `hrdv`, the read-only reporting login),
-    as a SQLAlchemy URI; masked (the default) it carries PASSWORD_MASK instead of the password,
-    which is settings.reporting.password."""
-    return settings.sqlalchemy_uri("hrdv", settings.reporting, PASSWORD_MASK if masked else None)
+def reporting_uri(settings: Settings, masked: bool = True, database: str = "hrdv") -> str:
+    """The marts as Superset connects to them (the read-only reporting login), as a SQLAlchemy URI;
+    masked (the default) it carries PASSWORD_MASK instead of the password, which is
+    settings.reporting.password and is passed at import."""
+    return settings.sqlalchemy_uri(database, settings.reporting, PASSWORD_MASK if masked else None)
 
 
 def _bin(name: str) -> Path:
