@@ -5,7 +5,7 @@ stack's PostgreSQL, read by Superset as the reporting login; the dashboards of d
 applied to a Superset started fresh. Then:
 - applying twice gives no duplicates; applying with one chart removed from the files deletes it;
 - the login page is Russian; every dashboard draws every chart: none fails, and none is empty when
-  the marts hold rows for it (its own filters, translated to SQL, say which); screenshots go to
+  the marts hold a value for it (its own filters, translated to SQL, say which); screenshots go to
   $HRDV_SCREENSHOTS (default test-artifacts/screenshots, kept by CI);
 - on every dashboard, a number drawn equals the mart's value, formatted the Russian way.
 """
@@ -204,6 +204,30 @@ def _expected_number(dsn: str, chart: dict, dataset: dict) -> str | None:
     return None if row is None or row[0] is None else d3_ru(row[0], metrics[name]["d3format"])
 
 
+def test_an_additive_indicator_without_rows_in_published_windows_is_zero_and_nothing_published_is_null(
+        marts_day) -> None:
+    """The marts write no row for a zero: the metric makes it 0 over rows of the family, NULL over none."""
+    _, backlog = kpi_catalog.load().indicator("claims_backlog")
+    metric = assets.metric_sql(backlog, "window")
+    with psycopg.connect(marts_day) as conn:
+        quiet = conn.execute(
+            "SELECT period_start FROM mart.report_claims_window GROUP BY period_start "
+            "HAVING bool_and(indicator <> 'claims_backlog') ORDER BY period_start LIMIT 1").fetchone()
+        assert quiet is not None, "no window of the day without open claims: the fixture changed"
+        zero = conn.execute(f"SELECT {metric} FROM mart.report_claims_window WHERE period_start = %s", quiet)
+        none = conn.execute(f"SELECT {metric} FROM mart.report_claims_window WHERE period_start < '2000-01-01'")
+        assert (zero.fetchone()[0], none.fetchone()[0]) == (0, None)
+
+
+def _owes_a_value(dsn: str, chart: dict, dataset: dict) -> bool:
+    """Whether a chart drawn empty should have drawn something: a big number, when its metric over
+    the mart is not NULL (a share of no open claims is rightly "Нет данных"); any other chart, when
+    the mart has rows for its filters."""
+    if chart["viz_type"] == "big_number_total":
+        return _expected_number(dsn, chart, dataset) is not None
+    return _has_rows(dsn, dataset["table_name"], chart["params"])
+
+
 def test_every_dashboard_draws_every_chart_in_russian_with_the_marts_numbers(superset, marts_day, tmp_path) -> None:
     settings = superset
     apply_dashboards(settings, database=DATABASE)
@@ -229,8 +253,8 @@ def test_every_dashboard_draws_every_chart_in_russian_with_the_marts_numbers(sup
                 dataset = datasets[chart["dataset_uuid"]]
                 if shown.state == "error":
                     problems.append(f"{dashboard.slug}: {shown.title}: {shown.error}")
-                elif shown.state == "empty" and _has_rows(marts_day, dataset["table_name"], chart["params"]):
-                    problems.append(f"{dashboard.slug}: {shown.title}: empty, but the mart has rows for it")
+                elif shown.state == "empty" and _owes_a_value(marts_day, chart, dataset):
+                    problems.append(f"{dashboard.slug}: {shown.title}: empty, but the mart has a value for it")
                 elif shown.state == "drawn" and chart["viz_type"] in ("big_number_total", "table"):
                     expected = _expected_number(marts_day, chart, dataset)
                     if expected is not None:

@@ -50,6 +50,13 @@ def number_format(indicator: Indicator) -> str:
     return ",.2f" if indicator.kind in ("rate", "per_distinct") else ",.1f"
 
 
+def axis_format(indicator: Indicator) -> str:
+    """A value axis's: a small count's ticks fall between whole numbers ("0,5"), which ",d" would
+    print as repeated whole ones; trailing zeros are trimmed, so whole ticks read "1", "22 126"."""
+    shown = number_format(indicator)
+    return ",.2~f" if shown == ",d" else shown
+
+
 def label(indicator: Indicator) -> str:
     unit = UNIT_RU.get(indicator.unit)
     return f"{indicator.names.ru}, {unit}" if unit else indicator.names.ru
@@ -60,13 +67,17 @@ def metric_sql(indicator: Indicator, source: str) -> str:
 
     count, sum, count snapshots: the sum; averages, ratios, deadlines, other snapshots: sum of
     numerators over sum of denominators; rates: per `per` of the base (on `today`, the base of the
-    newest window); percentiles and distinct counts: the value of the one row a chart groups by."""
+    newest window); percentiles and distinct counts: the value of the one row a chart groups by.
+
+    The marts write no row for a zero, so an additive indicator over rows of its family without one
+    of its own is 0 (no open claims at the newest window is "0", not "no data"); over no rows at
+    all it stays NULL: nothing published is not a zero."""
     this = f"indicator = '{indicator.id}'"
     latest = f"{this} AND is_latest" if source == "today" else this
     if indicator.kind in ("count", "sum"):
-        return f"SUM(numerator) FILTER (WHERE {this})"
+        return _zero_when_published(f"SUM(numerator) FILTER (WHERE {this})")
     if indicator.kind == "snapshot" and indicator.aggregate == "count":
-        return f"SUM(numerator) FILTER (WHERE {latest})"
+        return _zero_when_published(f"SUM(numerator) FILTER (WHERE {latest})")
     if indicator.kind == "snapshot":
         return f"SUM(numerator) FILTER (WHERE {latest}) / NULLIF(SUM(denominator) FILTER (WHERE {latest}), 0)"
     if indicator.kind in ("average", "ratio", "deadline"):
@@ -74,6 +85,10 @@ def metric_sql(indicator: Indicator, source: str) -> str:
     if indicator.kind == "rate":
         return f"SUM(numerator) FILTER (WHERE {this}) * {indicator.per} / NULLIF(SUM(denominator) FILTER (WHERE {latest}), 0)"
     return f"AVG(value) FILTER (WHERE {this})"
+
+
+def _zero_when_published(total: str) -> str:
+    return f"CASE WHEN COUNT(*) > 0 THEN COALESCE({total}, 0) END"
 
 
 def _metric(indicator: Indicator, source: str) -> dict:

@@ -10,7 +10,7 @@ import hashlib
 from hrdv.catalog import DimensionSet, Family, Indicator
 from hrdv.dashboards import spec
 from hrdv.dashboards.assets import (MSK, PROVISIONAL_NOTE, STATUS_COLOURS, Builder, ChartRef, DashboardError,
-                                    label, number_format)
+                                    axis_format, label, number_format)
 from hrdv.dashboards.spec import TIME_RANGES
 
 Rows = list[list[ChartRef]]
@@ -98,7 +98,7 @@ def _series_chart(builder: Builder, dashboard: str, family: Family, indicator: I
                                 period("period_msk", time_range)],
               "time_range": "No filter", "row_limit": 10000, "stack": "Stack", "show_legend": True,
               "legendType": "plain", "legendOrientation": "top", "rich_tooltip": True,
-              "y_axis_format": number_format(indicator), "x_axis_time_format": "%H:%M",
+              "y_axis_format": axis_format(indicator), "x_axis_time_format": "%H:%M",
               "tooltipTimeFormat": "%d.%m.%Y %H:%M", "truncateYAxis": False, "zoomable": False,
               "color_scheme": "supersetColors", "label_colors": STATUS_COLOURS,
               "x_axis_title": f"Начало окна, {MSK}", "x_axis_title_margin": 30}
