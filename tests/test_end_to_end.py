@@ -18,6 +18,7 @@ import time
 from datetime import datetime, timezone
 
 import crm_mirror
+import mart_compare
 import pandas as pd
 import psycopg
 import pytest
@@ -197,15 +198,12 @@ def assert_kpi_marts_equal_the_crm_copy(settings, keys: list[str]) -> None:
     compared = 0
     for family in catalog.families.values():
         table = catalog_sql.table(family, "window")
-        columns = ", ".join(["period_start", "indicator", "dimension_set", *family.used_dimensions,
-                             *(f"round({c}::numeric, 9)" for c in ("value", "numerator", "denominator")), "rows"])
-        query = f"SELECT {columns} FROM {table} WHERE period_start = ANY (%s) ORDER BY 1, 2, 3"
         with psycopg.connect(settings.hrdv_dsn) as pipeline, psycopg.connect(mirror) as copy:
-            got = sorted(pipeline.execute(query, (starts,)).fetchall(), key=repr)
-            expected = sorted(copy.execute(query, (starts,)).fetchall(), key=repr)
-        assert got == expected, (f"{table}: {len(got)} rows through the pipeline, {len(expected)} from the CRM "
-                                 f"copy; first differences {[r for r in got if r not in expected][:3]} / "
-                                 f"{[r for r in expected if r not in got][:3]}")
+            got = mart_compare.rows_by_key(pipeline, table, "period_start = ANY (%s)", (starts,))
+            expected = mart_compare.rows_by_key(copy, table, "period_start = ANY (%s)", (starts,))
+        differences = mart_compare.differences(got, expected)
+        assert not differences, (f"{table}: {len(got)} rows through the pipeline, {len(expected)} from the CRM "
+                                 f"copy; " + "; ".join(differences))
         compared += len(got)
     assert compared > 1000, f"only {compared} KPI rows compared"
     print(f"\nKPI marts: {compared} window rows over {len(keys)} windows equal the CRM copy's")

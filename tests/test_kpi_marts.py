@@ -19,6 +19,7 @@ import math
 import time
 from datetime import date, datetime, timedelta, timezone
 
+import mart_compare
 import psycopg
 import pytest
 from crm_mirror import copy_crm, create
@@ -79,14 +80,8 @@ def _mart(mirror: str, family: str, grain: str, indicator: str, dimension_set: D
 def _assert_equal(got: dict, expected: dict, what: str) -> None:
     missing, extra = set(expected) - set(got), set(got) - set(expected)
     assert not missing and not extra, f"{what}: rows missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
-    wrong = [(k, got[k], expected[k]) for k in expected
-             if not (got[k] is None and _nan(expected[k])) and
-             not math.isclose(got[k], expected[k], rel_tol=1e-9, abs_tol=1e-9)]
+    wrong = [(k, got[k], expected[k]) for k in expected if not mart_compare.same_figure(got[k], expected[k])]
     assert not wrong, f"{what}: {len(wrong)} value(s) differ, e.g. {wrong[:3]}"
-
-
-def _nan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _periods(grain: str) -> list[tuple[datetime, datetime]]:
@@ -234,22 +229,6 @@ def test_window_queries_read_fact_tables_through_indexes_only(day) -> None:
 
 
 # --- the open window --------------------------------------------------------------------------------
-def _window_rows(conn: psycopg.Connection, table: str, window: datetime) -> dict[tuple, tuple]:
-    """A window's rows of a mart (or its provisional table): key columns -> figures."""
-    cur = conn.execute(f"SELECT * FROM {table} WHERE period_start = %s", [window])
-    names = [c.name for c in cur.description]
-    figures = [names.index(n) for n in ("value", "numerator", "denominator", "rows")]
-    keys = [i for i, n in enumerate(names) if i not in figures and n != "published_at"]
-    return {tuple(row[i] for i in keys): tuple(row[i] for i in figures) for row in cur.fetchall()}
-
-
-def _same_figures(got: dict[tuple, tuple], expected: dict[tuple, tuple]) -> bool:
-    """The same rows with the same figures, up to the float sums' order of addition."""
-    return got.keys() == expected.keys() and all(
-        all(a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
-            for a, b in zip(got[k], expected[k])) for k in expected)
-
-
 def test_provisional_marts_are_the_final_sql_over_the_overlay_and_give_way_to_the_final(day) -> None:
     """The open window's compute is the final one over staging overlaid with provisional.<fact>:
     with nothing buffered since, it equals the published window; a change buffered since moves it;
@@ -271,8 +250,9 @@ def test_provisional_marts_are_the_final_sql_over_the_overlay_and_give_way_to_th
         conn.execute("SET TIME ZONE 'UTC'")
         for family in catalog.families.values():
             refresh(conn, family)
-            final = _window_rows(conn, catalog_sql.table(family, "window"), window)
-            assert final and _same_figures(_window_rows(conn, catalog_sql.provisional_table(family), window), final), \
+            final = mart_compare.rows_by_key(conn, catalog_sql.table(family, "window"), "period_start = %s", [window])
+            assert final and not mart_compare.differences(
+                mart_compare.rows_by_key(conn, catalog_sql.provisional_table(family), "period_start = %s", [window]), final), \
                 family.name
             shown = conn.execute(f"SELECT count(*), bool_or(provisional) FROM {catalog_sql.live_view(family)} "
                                  "WHERE period_start = %s", [window]).fetchone()
@@ -294,7 +274,8 @@ def test_provisional_marts_are_the_final_sql_over_the_overlay_and_give_way_to_th
         with conn.cursor() as cur:
             provisional.replace_with_final(cur, catalog, [window])
         for family in catalog.families.values():
-            assert not _window_rows(conn, catalog_sql.provisional_table(family), window), family.name
+            assert not mart_compare.rows_by_key(conn, catalog_sql.provisional_table(family), "period_start = %s", [window]), \
+                family.name
         conn.rollback()
 
 
