@@ -11,7 +11,30 @@ from zoneinfo import ZoneInfo
 
 os.environ.setdefault("HRDV_HOME", "/tmp/hrdv-test")
 os.environ.setdefault("HRDV_PORT_BASE", "28400")
+# The stacks some modules start beside the suite's: the CRM's own PostgreSQL, a broker for the
+# ingestor's tests, a TLS broker for Kafka's authentication tests.
+os.environ.setdefault("HRDV_CRM_TEST_HOME", "/tmp/hrdv-crm-tests")
+os.environ.setdefault("HRDV_CRM_TEST_PG_PORT", "26632")
+os.environ.setdefault("HRDV_INGEST_TEST_HOME", "/tmp/hrdv-ch")
+os.environ.setdefault("HRDV_INGEST_TEST_PORT_BASE", "27400")
+os.environ.setdefault("HRDV_TLS_TEST_PORT_BASE", "27700")
 os.environ.setdefault("HRDV_WINDOW_MINUTES", "1")
+
+
+def _own_stacks_per_worker() -> None:
+    """pytest-xdist worker N (N > 0) gets homes and ports of its own: each home with '-gwN', each
+    port 4 000 lower (gw1's base 24400; all below the ephemeral range, 32768 on), so the workers'
+    stacks run side by side. Worker 0, or a run without xdist, keeps the values above."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    if not worker:
+        return
+    for name in ("HRDV_HOME", "HRDV_CRM_TEST_HOME", "HRDV_INGEST_TEST_HOME"):
+        os.environ[name] = f"{os.environ[name]}-gw{worker}"
+    for name in ("HRDV_PORT_BASE", "HRDV_CRM_TEST_PG_PORT", "HRDV_INGEST_TEST_PORT_BASE", "HRDV_TLS_TEST_PORT_BASE"):
+        os.environ[name] = str(int(os.environ[name]) - 4000 * worker)
+
+
+_own_stacks_per_worker()
 # One to two hours of 1-minute windows before the suite starts (keys are Moscow time): enough for
 # windows far apart, few enough that a run of all of them (every mart's first catch-up) is short.
 os.environ.setdefault("HRDV_PARTITIONS_START", (datetime.now(ZoneInfo("Europe/Moscow")) - timedelta(hours=1))
@@ -68,8 +91,8 @@ def crm_postgres() -> Iterator[Settings]:
     """
     from hrdv.stack import postgres
 
-    settings = dataclasses.replace(load(), home=Path(os.environ.get("HRDV_CRM_TEST_HOME", "/tmp/hrdv-crm-tests")),
-                                   pg_port=int(os.environ.get("HRDV_CRM_TEST_PG_PORT", "26632")),
+    settings = dataclasses.replace(load(), home=Path(os.environ["HRDV_CRM_TEST_HOME"]),
+                                   pg_port=int(os.environ["HRDV_CRM_TEST_PG_PORT"]),
                                    pg_password="hrdv-crm-tests")
     postgres.start(settings)
     try:
@@ -109,11 +132,37 @@ def fresh_crm(crm_cluster: Settings) -> Iterator[Callable[[], str]]:
 _recoveries: list[dict] = []
 
 
-@pytest.fixture(scope="session")
-def recovery_report() -> list[dict]:
-    """Fault tests append {fault, restart_s, recovery_s, duplicates[, note]}; the terminal
-    summary prints them as a table."""
-    return _recoveries
+class RecoveryRows:
+    """What a fault test appends its recovery row to: the test's report carries it (pytest-xdist
+    hands a worker's reports to the main process), and the terminal summary prints the rows."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self.node = node
+
+    def append(self, row: dict) -> None:
+        self.node.user_properties.append(("recovery", row))
+
+
+@pytest.fixture
+def recovery_report(request) -> RecoveryRows:
+    """Fault tests append {fault, restart_s, recovery_s, duplicates[, note]}."""
+    return RecoveryRows(request.node)
+
+
+# pyproject's addopts run the suite on two pytest-xdist workers, whole modules each, in the order
+# collected: the longest modules first, so that the shorter ones fill in behind them.
+LONGEST_FIRST = ("test_orchestration", "test_faults", "test_superset", "test_end_to_end", "test_sensor_stack",
+                 "test_open_window", "test_source_model_change", "test_crm_live_pipeline")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "call":
+        _recoveries.extend(row for name, row in report.user_properties if name == "recovery")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

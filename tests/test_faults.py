@@ -228,7 +228,7 @@ def _killed_then_rerun(rig: Rig, last_key: str, log: Path) -> dict:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("component", faults.COMPONENTS)
-def test_crash_then_killed_run_loses_nothing(rig: Rig, recovery_report: list[dict], component: str,
+def test_crash_then_killed_run_loses_nothing(rig: Rig, recovery_report, component: str,
                                              tmp_path: Path) -> None:
     result = faults.recover(rig.settings, component, downtime=DOWNTIME_S, timeout=WAIT_S)
     print(f"\n{component}: SIGKILL of {result.killed} process(es), restart command "
@@ -242,7 +242,7 @@ def test_crash_then_killed_run_loses_nothing(rig: Rig, recovery_report: list[dic
 
 
 @pytest.mark.timeout(240)
-def test_a_replayed_topic_counts_nothing_twice(rig: Rig, recovery_report: list[dict],
+def test_a_replayed_topic_counts_nothing_twice(rig: Rig, recovery_report,
                                                tmp_path: Path) -> None:
     """Every message of the interactions topic delivered to ClickHouse a second time (a rewound
     consumer): every buffer holds each (key, lsn) once, and staging and marts stay exact."""

@@ -29,8 +29,8 @@ from hrdv.stack import kafka_access
 pytestmark = pytest.mark.stack
 
 # Its own broker, home and ports (overridable, so that two suites can run side by side).
-BROKER_ENV = {"HRDV_HOME": os.environ.get("HRDV_INGEST_TEST_HOME", "/tmp/hrdv-ch"),
-              "HRDV_PORT_BASE": os.environ.get("HRDV_INGEST_TEST_PORT_BASE", "27400")}
+BROKER_ENV = {"HRDV_HOME": os.environ["HRDV_INGEST_TEST_HOME"],
+              "HRDV_PORT_BASE": os.environ["HRDV_INGEST_TEST_PORT_BASE"]}
 PORT_VARS = ("HRDV_KAFKA_PORT", "HRDV_KAFKA_CONTROLLER_PORT", "HRDV_CONNECT_PORT")
 PARTITIONS = 2
 

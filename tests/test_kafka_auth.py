@@ -170,7 +170,7 @@ def test_sasl_ssl_broker(tmp_path, monkeypatch) -> None:
     from hrdv.stack import kafka
 
     monkeypatch.setenv("HRDV_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HRDV_PORT_BASE", os.environ.get("HRDV_TLS_TEST_PORT_BASE", "27700"))
+    monkeypatch.setenv("HRDV_PORT_BASE", os.environ["HRDV_TLS_TEST_PORT_BASE"])
     monkeypatch.setenv("HRDV_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     for name in ("HRDV_KAFKA_PORT", "HRDV_KAFKA_CONTROLLER_PORT", "HRDV_KAFKA_CA_FILE"):
         monkeypatch.delenv(name, raising=False)

@@ -437,7 +437,7 @@ def _wait_recovered(dagster: Dagster, run: DagsterRun) -> None:
 
 @pytest.mark.parametrize("kill", ["worker", "daemon"])
 def test_a_killed_run_blocks_nothing_and_its_windows_are_published(dagster: Dagster, kill: str,
-                                                                   recovery_report: list[dict]) -> None:
+                                                                   recovery_report) -> None:
     settings = dagster.settings
     dagster.writer.start()
     run, killed_at = _kill_mid_mart(dagster, kill)

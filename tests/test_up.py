@@ -34,7 +34,7 @@ STALL_S = 15.0  # Connect's group session is 10 s
 # --- on the stack -----------------------------------------------------------------------------------
 @pytest.mark.stack
 @pytest.mark.timeout(300)
-def test_up_after_broker_and_ingestor_die_together(stack: Settings, recovery_report: list[dict]) -> None:
+def test_up_after_broker_and_ingestor_die_together(stack: Settings, recovery_report) -> None:
     faults.write_marker(stack)  # Debezium creates the topic with its first interaction
     since = faults.wait_for(lambda: faults.end_offsets(stack), WAIT_S, "offsets of the interactions topic")
     log_size = process.log_path("connect", stack).stat().st_size
