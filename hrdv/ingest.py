@@ -106,7 +106,11 @@ def assign_new_partitions(consumer: Consumer, topics: Sequence[str]) -> int:
     ingestor was) kept the group's first assignment, so a topic Debezium created later (a table's
     first row, a new entity) was never consumed, not even after a restart, and the windows' barrier
     waited for it for ever."""
-    metadata = consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
+    try:  # a broker down longer than the timeout is waited out here, never the end of the ingestor
+        metadata = consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
+    except KafkaException as error:
+        log.warning("topic metadata unavailable (%s); assigning later", error)
+        return 0
     held = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     new = [TopicPartition(topic, partition) for topic in topics
            if topic in metadata.topics and metadata.topics[topic].error is None

@@ -218,3 +218,16 @@ def test_the_ingestor_renews_itself_past_its_memory_limit(monkeypatch) -> None:
     for never in ("0", "1000000"):
         monkeypatch.setenv("HRDV_INGEST_MAX_RSS_MIB", never)
         assert not _too_big(IngestStats())
+
+
+def test_a_broker_out_of_reach_is_waited_for_not_the_end_of_the_ingestor(monkeypatch) -> None:
+    """Topic metadata that does not come (the broker restarting for longer than the timeout, as a
+    busy machine's Kafka restart of 10 s did in test_faults) is asked for again later: the ingestor
+    died of it once."""
+    monkeypatch.setattr(ingest, "KAFKA_TIMEOUT_S", 1.0)
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9", "group.id": f"unreachable-{uuid.uuid4()}"})
+    try:
+        assert ingest.assign_new_partitions(consumer, ["crm.public.interactions"]) == 0
+        assert consumer.assignment() == []
+    finally:
+        consumer.close()
