@@ -13,6 +13,7 @@ browser downloaded by `playwright install`) with Python Playwright and checks:
 - how long that takes (seconds from navigation until the charts of the first view are drawn).
 Not checked here: whether the values are right (the caller compares them, with parse_number), the
 content of an ECharts canvas (only that a canvas was drawn: its visible text is ""), native filters.
+A table chart's cells can be read and clicked (a cross filter), and a redraw waited for.
 
 DOM markers, read from Superset 6.1.0's real DOM (the data-test attributes are its own test hooks):
 - `[data-test="chart-grid-component"]`: one per chart, with `data-test-chart-id`,
@@ -311,6 +312,37 @@ def _wait_for_grid(page: Page, url: str, deadline: float) -> None:
             raise SupersetBrowserError(f"{url}: {problem.first.inner_text().strip()[:300]}")
         page.wait_for_timeout(POLL_S * 1000)
     raise DashboardTimeout(f"{url}: no dashboard grid; the page shows: {page.inner_text('body')[:300]!r}")
+
+
+def _chart(page: Page, chart_id: int):
+    return page.locator(f'[data-test="chart-grid-component"][data-test-chart-id="{chart_id}"]')
+
+
+def table_column(page: Page, chart_id: int, column: int = 0) -> list[str]:
+    """The cells of one column of a table chart, as displayed (the rows of its current page)."""
+    return [text.strip() for text in _chart(page, chart_id).locator("tbody tr").evaluate_all(
+        f"rows => rows.map(r => (r.cells[{column}] || {{innerText: ''}}).innerText)")]
+
+
+def click_cell(page: Page, chart_id: int, text: str, column: int = 0) -> None:
+    """Click the cell of a table chart that displays `text` (in a dimension's column: a cross
+    filter on that value, when the dashboard's cross filters are on)."""
+    cells = _chart(page, chart_id).locator(f"tbody tr td:nth-child({column + 1})")
+    cells.filter(has_text=re.compile(f"^{re.escape(text)}$")).first.click()
+
+
+def wait_for_column(page: Page, chart_id: int, done, timeout_s: float = 30, column: int = 0) -> list[str]:
+    """Poll a table chart's column until done(cells) holds on STABLE_POLLS polls in a row (a cross
+    filter redraws it: its spinner, then the new rows); returns the cells."""
+    deadline, streak, cells = time.monotonic() + timeout_s, 0, []
+    while time.monotonic() < deadline:
+        loading = _chart(page, chart_id).locator('[data-test="loading-indicator"]').count()
+        cells = [] if loading else table_column(page, chart_id, column)
+        streak = streak + 1 if cells and done(cells) else 0
+        if streak >= STABLE_POLLS:
+            return cells
+        page.wait_for_timeout(POLL_S * 1000)
+    raise DashboardTimeout(f"chart {chart_id}: its table never showed what was awaited; last: {cells[:10]}")
 
 
 def screenshot(page: Page, path: Path | str, wait_s: float = 1.0) -> Path:

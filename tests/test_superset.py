@@ -7,7 +7,8 @@ applied to a Superset started fresh. Then:
 - the login page is Russian; every dashboard draws every chart: none fails, and none is empty when
   the marts hold a value for it (its own filters, translated to SQL, say which); screenshots go to
   $HRDV_SCREENSHOTS (default test-artifacts/screenshots, kept by CI);
-- on every dashboard, a number drawn equals the mart's value, formatted the Russian way.
+- on every dashboard, a number drawn equals the mart's value, formatted the Russian way;
+- a click on a region drills down: the branches' table shows that region's branches, as the mart.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import psycopg
 import pytest
 import yaml
 from crm_mirror import copy_crm, create
-from superset_browser import browser, login, login_page_text, open_dashboard, screenshot
+from superset_browser import (browser, click_cell, login, login_page_text, open_dashboard, screenshot,
+                             table_column, wait_for_column)
 
 from hrdv import catalog as kpi_catalog
 from hrdv import catalog_sql, marts, provisional
@@ -269,3 +271,35 @@ def test_every_dashboard_draws_every_chart_in_russian_with_the_marts_numbers(sup
                                              if p.startswith("CHART-")), f"{dashboard.slug}: charts missing"
     print(f"\ndashboards drawn (s, every chart): {timings}; screenshots in {SCREENSHOTS}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_click_on_a_region_drills_down_to_its_branches(superset, marts_day, tmp_path) -> None:
+    """Территории: a click on a region in the regions' table cross-filters the branches' table to
+    that region's branches, exactly those the mart has for it (the drill-down a manager expects)."""
+    settings = superset
+    apply_dashboards(settings, database=DATABASE)
+    bundle = bundle_for(settings, DATABASE)
+    placed = {p["meta"]["sliceName"]: p["meta"]["uuid"]
+              for key, p in bundle.files["dashboards/territories.yaml"]["position"].items() if key.startswith("CHART-")}
+    charts = {c["uuid"]: c for path, c in bundle.files.items() if path.startswith("charts/")}
+    regions, branches = (placed[f"Обращения по измерению «{name}», сегодня"] for name in ("Регион", "Филиал"))
+    client = Superset(settings.superset_url, settings.superset_admin.user, settings.superset_admin.password)
+    ids = {c["uuid"]: c["id"] for c in client.list("chart", ["id", "uuid"])}
+    with browser(tmp_path / "profile") as context:
+        page = context.new_page()
+        login(page, settings.superset_url, settings.superset_admin.user, settings.superset_admin.password)
+        open_dashboard(page, settings.superset_url, assets.SLUG_PREFIX + "territories", timeout_s=180)
+        before = table_column(page, ids[branches])
+        region = table_column(page, ids[regions])[0]
+        where, args = _where(charts[branches]["params"])
+        with psycopg.connect(marts_day) as conn:
+            expected = {row[0] for row in conn.execute(
+                f"SELECT DISTINCT branch FROM mart.report_interactions_day WHERE {where} AND region = %s",
+                [*args, region])}
+        assert expected and set(before) - expected, f"the day has no branch outside {region}: nothing to drill into"
+        click_cell(page, ids[regions], region)
+        shown = wait_for_column(page, ids[branches], lambda cells: set(cells) <= expected)
+        screenshot(page, SCREENSHOTS / "territories-drilled-down.png")
+    page_length = charts[branches]["params"]["page_length"]
+    assert set(shown) == expected if len(expected) <= page_length else len(shown) == page_length, \
+        f"{region}: the branches' table shows {shown}, the mart has {sorted(expected)}"

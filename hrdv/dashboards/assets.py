@@ -108,6 +108,7 @@ class ChartRef:
     period: bool  # the time filter applies
     height: int
     width: int = 0  # of 12; 0 = the row's width shared
+    emits: tuple[str, ...] = ()  # the dimensions a click on one of its rows filters the dashboard by
 
 
 @dataclass

@@ -127,11 +127,14 @@ def _table_chart(builder: Builder, dashboard: str, family: Family, indicators: l
               "show_cell_bars": True, "column_config": {}, "table_timestamp_format": "%d.%m.%Y %H:%M"}
     names = " × ".join(builder.catalog.dimensions[d].names.ru for d in dims) or "итого"
     when = {"today": "сегодня", "last_day": "за последние сутки", "last_week": "за 7 дней"}[time_range]
-    return _sized(builder.chart(
+    ref = builder.chart(
         dashboard, f"table:{family.name}:{source}:{dimension_set}:{'+'.join(indicators)}:{time_range}",
         title or f"{family.spec.names.ru} по измерению «{names}», {when}", "table", dataset, params,
-        f"Сутки по московскому времени; значения дня — из опубликованных окон ({MSK}).",
-        _dims(builder, dimension_set), period=True, height=50), width)
+        f"Сутки по московскому времени; значения дня — из опубликованных окон ({MSK}). "
+        "Щелчок по строке отбирает её значение на диаграммах, разрезанных так же или мельче.",
+        _dims(builder, dimension_set), period=True, height=50)
+    ref.emits = tuple(dims)
+    return _sized(ref, width)
 
 
 def table(builder: Builder, dashboard: str, chart: spec.Table) -> Rows:

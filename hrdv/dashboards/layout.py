@@ -82,8 +82,28 @@ def native_filters(builder: Builder, dashboard: Dashboard, charts: list[ChartRef
     return filters
 
 
+def cross_filters(builder: Builder, charts: list[ChartRef]) -> tuple[dict, dict]:
+    """Superset's chart_configuration and global_chart_configuration: a click on a row of a ranked
+    table (a region) filters the charts cut by its dimensions or finer ones (the region's branches,
+    its map), the drill-down from a region to its branches; other charts' clicks filter nothing.
+    Chart numbers are the position's placeholders: the import maps them to the new ids."""
+    everyone = [c.number for c in charts]
+    configuration = {}
+    for chart in charts:
+        if not chart.emits:
+            continue
+        excluded = [c.number for c in charts
+                    if c is chart or not all(_applies(c, name, builder) for name in chart.emits)]
+        if len(excluded) < len(charts):
+            configuration[str(chart.number)] = {"id": chart.number, "crossFilters": {
+                "scope": {"rootPath": [ROOT], "excluded": excluded},
+                "chartsInScope": [n for n in everyone if n not in excluded]}}
+    return configuration, {"scope": {"rootPath": [ROOT], "excluded": everyone}, "chartsInScope": []}
+
+
 def add_dashboard(builder: Builder, dashboard: Dashboard, rows: list[list[ChartRef]]) -> None:
     charts = [c for row in rows for c in row]
+    configuration, global_configuration = cross_filters(builder, charts)
     refresh = 30 if any(builder.datasets[c.dataset].key.endswith(("_window", "_today")) or c.dataset == "report_freshness"
                         for c in charts) else 300
     builder.bundle.files[f"dashboards/{dashboard.slug}.yaml"] = {
@@ -93,6 +113,7 @@ def add_dashboard(builder: Builder, dashboard: Dashboard, rows: list[list[ChartR
         "metadata": {"native_filter_configuration": native_filters(builder, dashboard, charts),
                      "refresh_frequency": refresh, "timed_refresh_immune_slices": [], "expanded_slices": {},
                      "color_scheme": "supersetColors", "label_colors": STATUS_COLOURS, "shared_label_colors": [],
-                     "map_label_colors": {}, "color_scheme_domain": [], "cross_filters_enabled": False,
-                     "chart_configuration": {}, "global_chart_configuration": {}, "default_filters": "{}"},
+                     "map_label_colors": {}, "color_scheme_domain": [], "cross_filters_enabled": bool(configuration),
+                     "chart_configuration": configuration, "global_chart_configuration": global_configuration,
+                     "default_filters": "{}"},
         "is_managed_externally": True, "version": "1.0.0"}
