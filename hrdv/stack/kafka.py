@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from filelock import FileLock
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from hrdv.settings import KAFKA_SASL_MECHANISM, REPO_ROOT, Login, Settings
@@ -69,6 +70,16 @@ def ensure_jars(settings: Settings) -> None:
     marker = _marker(settings)
     if marker.exists() and marker.read_text().strip() == _pom_digest():
         return
+    settings.jars.mkdir(parents=True, exist_ok=True)
+    # Two stacks starting at once on a fresh clone (the suite's two workers, two `up`s) resolve
+    # once: the second waits, then finds the marker. Without the lock it started while the first
+    # was copying, and its Kafka found no jars.
+    with FileLock(settings.jars / ".resolving.lock"):
+        if not (marker.exists() and marker.read_text().strip() == _pom_digest()):
+            _resolve_jars(settings, marker)
+
+
+def _resolve_jars(settings: Settings, marker: Path) -> None:
     began = time.monotonic()
     # Start clean: jars left from another pom version would sit twice on the classpath.
     for folder in (_lib(settings), plugin_path(settings) / CONNECTOR_DIR):
