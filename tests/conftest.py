@@ -160,9 +160,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
+# Each failure as it happens, whole (the terminal shows them only at the end of a run of 20 minutes
+# and more); written by the main process. CI keeps test-artifacts/.
+FAILURES = Path(os.environ.get("HRDV_TEST_FAILURES", Path(__file__).parents[1] / "test-artifacts" / "failures.txt"))
+
+
+def _main_process() -> bool:
+    return "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def pytest_sessionstart(session) -> None:
+    if _main_process():
+        FAILURES.parent.mkdir(parents=True, exist_ok=True)
+        FAILURES.write_text("")
+
+
 def pytest_runtest_logreport(report) -> None:
     if report.when == "call":
         _recoveries.extend(row for name, row in report.user_properties if name == "recovery")
+    if report.failed and _main_process():
+        with FAILURES.open("a") as out:
+            out.write(f"{'=' * 30} {report.nodeid} ({report.when}) {datetime.now():%H:%M:%S}\n"
+                      f"{report.longreprtext}\n{report.capstdout[-5000:]}{report.capstderr[-5000:]}\n")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
