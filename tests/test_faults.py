@@ -128,7 +128,9 @@ def _wait_buffer_complete(settings: Settings, moment: datetime) -> None:
 
 
 def _first_key(settings: Settings) -> str:
-    oldest = KafkaResource.of_stack(settings).earliest_commit([settings.topic("interactions")])
+    # Every entity's topics: the reference entities' first changes (the CRM's load) come before the
+    # first interaction, and a run that starts after them leaves them unstaged on a fresh stack.
+    oldest = KafkaResource.of_stack(settings).earliest_commit([settings.topic(e.name) for e in ENTITIES])
     moment = max(oldest or datetime.now(timezone.utc), reporting_windows.start)
     return reporting_windows.get_partition_key_for_timestamp(moment.timestamp())
 
