@@ -58,6 +58,11 @@ def _pom_digest() -> str:
     return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
 
 
+def _complete(marker: Path) -> bool:
+    """The jars for this very pom are all there (the marker is written last)."""
+    return marker.exists() and marker.read_text().strip() == _pom_digest()
+
+
 def ensure_jars(settings: Settings) -> None:
     """Resolve the jars with Maven unless a complete copy for this pom is already there.
 
@@ -68,14 +73,14 @@ def ensure_jars(settings: Settings) -> None:
         raise StackError("java not found: the broker and Connect need Java 17 "
                          "(apt-get install -y openjdk-17-jre-headless)")
     marker = _marker(settings)
-    if marker.exists() and marker.read_text().strip() == _pom_digest():
+    if _complete(marker):
         return
     settings.jars.mkdir(parents=True, exist_ok=True)
     # Two stacks starting at once on a fresh clone (the suite's two workers, two `up`s) resolve
     # once: the second waits, then finds the marker. Without the lock it started while the first
     # was copying, and its Kafka found no jars.
     with FileLock(settings.jars / ".resolving.lock"):
-        if not (marker.exists() and marker.read_text().strip() == _pom_digest()):
+        if not _complete(marker):
             _resolve_jars(settings, marker)
 
 
