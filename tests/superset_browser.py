@@ -247,7 +247,7 @@ def _scroll_stuck(page: Page, shown: list[dict], pending_since: dict[int, float]
         if chart["state"] not in ("loading", "pending"):
             pending_since.pop(chart["id"], None)
         elif now - pending_since.setdefault(chart["id"], now) > SCROLL_AFTER_S:
-            page.locator(f'[data-test-chart-id="{chart["id"]}"]').scroll_into_view_if_needed()
+            _chart(page, chart["id"]).scroll_into_view_if_needed()
             pending_since.clear()
             return
 
